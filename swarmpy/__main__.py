@@ -1,0 +1,5 @@
+import sys
+
+from swarmpy.cli.main import main
+
+sys.exit(main())

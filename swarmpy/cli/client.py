@@ -1,0 +1,92 @@
+"""The CLI's HTTP client for the daemon's API: stdlib only, so the CLI starts fast.
+
+The daemon is found as the docker CLI finds dockerd: `-H`, then `SWARMPY_HOST`,
+then the default socket; `unix:///path` or a bare path."""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+from urllib.parse import urlencode
+
+from swarmpy import defaults
+
+HOST_ENV = "SWARMPY_HOST"
+
+
+class DaemonError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NoDaemon(DaemonError):
+    pass
+
+
+def socket_path(host: str | None) -> str:
+    host = host or os.environ.get(HOST_ENV) or f"unix://{defaults.DEFAULT_SOCKET}"
+    if host.startswith("unix://"):
+        return host[len("unix://"):]
+    if "://" in host:
+        raise DaemonError(0, f"unsupported host {host!r}: only unix:// sockets are served so far")
+    return host
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self._path)
+
+
+class Client:
+    def __init__(self, host: str | None = None, timeout: float = 30.0) -> None:
+        self.path = socket_path(host)
+        self.timeout = timeout
+
+    def _request(self, method: str, url: str, body=None, query: dict | None = None, timeout=None):
+        conn = _UnixConnection(self.path, timeout or self.timeout)
+        if query:
+            url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
+        payload = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
+        try:
+            conn.request(method, f"/{defaults.API_VERSION}{url}", body=payload,
+                         headers={"Content-Type": "application/json"})
+            return conn, conn.getresponse()
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise NoDaemon(0, f"Cannot connect to the swarmpy daemon at unix://{self.path}. "
+                              "Is the swarmpy daemon running? (start one with: swarmpy init)") from None
+
+    def call(self, method: str, url: str, body=None, query: dict | None = None):
+        conn, resp = self._request(method, url, body, query)
+        try:
+            data = resp.read()
+        finally:
+            conn.close()
+        if resp.status >= 400:
+            try:
+                message = json.loads(data)["message"]
+            except (ValueError, KeyError, TypeError):
+                message = data.decode(errors="replace")
+            raise DaemonError(resp.status, message)
+        return json.loads(data) if data else None
+
+    def stream(self, url: str, query: dict | None = None):
+        """Yield raw chunks of a streaming response (logs)."""
+        conn, resp = self._request("GET", url, query=query, timeout=3600 * 24)
+        try:
+            if resp.status >= 400:
+                raise DaemonError(resp.status, json.loads(resp.read()).get("message", ""))
+            while chunk := resp.read1(65536):
+                yield chunk
+        finally:
+            conn.close()
+
+    def get(self, url: str, **query):
+        return self.call("GET", url, query=query or None)

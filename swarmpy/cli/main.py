@@ -1,0 +1,153 @@
+"""The `swarmpy` command: docker-swarm's verbs on the swarmpy daemon's API."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from swarmpy import defaults
+from swarmpy.cli import node, service, swarm
+from swarmpy.cli.client import DaemonError
+from swarmpy.cli.parser import USAGE_EXIT, Parser, UsageError
+
+
+def _common(p: argparse.ArgumentParser, quiet: bool = False, fmt: bool = False) -> None:
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", help="only display IDs")
+    if fmt:
+        p.add_argument("--format", choices=["table", "json"], default="table")
+
+
+def _service_create_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--name")
+    p.add_argument("--replicas")
+    p.add_argument("--mode", choices=["replicated", "global"], default="replicated")
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("-l", "--label", action="append", default=[])
+    p.add_argument("--container-label", action="append", default=[])
+    p.add_argument("--constraint", action="append", default=[])
+    p.add_argument("--placement-pref", action="append", default=[])
+    p.add_argument("--replicas-max-per-node")
+    p.add_argument("--reserve-cpu")
+    p.add_argument("--reserve-memory")
+    p.add_argument("--limit-cpu")
+    p.add_argument("--limit-memory")
+    p.add_argument("--generic-resource", action="append", default=[])
+    p.add_argument("--restart-condition", choices=["none", "on-failure", "any"])
+    p.add_argument("--restart-delay")
+    p.add_argument("--restart-max-attempts")
+    p.add_argument("--restart-window")
+    p.add_argument("--stop-grace-period")
+    p.add_argument("--pull", choices=["always", "missing", "never"], default=defaults.PULL_POLICY)
+    p.add_argument("-d", "--detach", action="store_true", help="accepted for docker compatibility")
+    p.add_argument("--no-resolve-image", action="store_true", help="accepted for docker compatibility")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def build_parser() -> Parser:
+    root = Parser(prog="swarmpy", description="A container orchestrator in the spirit of Docker swarm mode.")
+    root.add_argument("-H", "--host", help="daemon socket to connect to (unix:///path); "
+                                           "default $SWARMPY_HOST or unix://" + defaults.DEFAULT_SOCKET)
+    sub = root.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+
+    p = sub.add_parser("init", help="create a cluster with this node as its first manager")
+    p.add_argument("--advertise-addr")
+    p.add_argument("--listen-addr", default=f"0.0.0.0:{defaults.CLUSTER_PORT}")
+    p.add_argument("--data-dir", default=defaults.DEFAULT_DATA_DIR)
+    p.add_argument("--generic-resource", action="append", default=[],
+                   help="declare a node resource: KIND=ID (e.g. NVIDIA-GPU=GPU-0a1b) or KIND=COUNT")
+    p.add_argument("--label", action="append", default=[], help="node label KEY=VALUE")
+    p.add_argument("--hostname", help="the node's name (default: the host's)")
+    p.add_argument("--task-history-limit", type=int, default=defaults.TASK_HISTORY_LIMIT)
+    p.set_defaults(func=swarm.init)
+
+    p = sub.add_parser("join", help="join a cluster")
+    p.add_argument("--token", required=True)
+    p.add_argument("--data-dir", default=defaults.DEFAULT_DATA_DIR)
+    p.add_argument("remote")
+    p.set_defaults(func=swarm.join)
+
+    p = sub.add_parser("leave", help="leave the cluster and stop this node's daemon")
+    p.add_argument("-f", "--force", action="store_true")
+    p.set_defaults(func=swarm.leave)
+
+    p = sub.add_parser("join-token", help="show the join command for workers or managers")
+    p.add_argument("role", choices=["worker", "manager"])
+    _common(p, quiet=True)
+    p.set_defaults(func=swarm.join_token)
+
+    p = sub.add_parser("daemon", help="run this node's daemon from its data dir (after a restart)")
+    p.add_argument("--data-dir", default=defaults.DEFAULT_DATA_DIR)
+    p.add_argument("-d", "--detach", action="store_true", help="run in the background")
+    p.set_defaults(func=swarm.daemon)
+
+    p = sub.add_parser("info", help="this node and its cluster")
+    _common(p, fmt=True)
+    p.set_defaults(func=swarm.info)
+
+    nodes = sub.add_parser("node", help="manage nodes").add_subparsers(dest="sub", required=True,
+                                                                       parser_class=Parser)
+    p = nodes.add_parser("ls", aliases=["list"])
+    _common(p, quiet=True, fmt=True)
+    p.set_defaults(func=node.ls)
+    p = nodes.add_parser("inspect")
+    p.add_argument("nodes", nargs="+")
+    p.set_defaults(func=node.inspect)
+
+    services = sub.add_parser("service", help="manage services").add_subparsers(dest="sub", required=True,
+                                                                                parser_class=Parser)
+    p = services.add_parser("create")
+    _service_create_flags(p)
+    p.set_defaults(func=service.create)
+    p = services.add_parser("ls", aliases=["list"])
+    _common(p, quiet=True, fmt=True)
+    p.set_defaults(func=service.ls)
+    p = services.add_parser("ps")
+    _common(p, quiet=True, fmt=True)
+    p.add_argument("--filter-desired", choices=["running", "shutdown"],
+                   help="only tasks with this desired state (docker: -f desired-state=...)")
+    p.add_argument("services", nargs="+")
+    p.set_defaults(func=service.ps)
+    p = services.add_parser("inspect")
+    p.add_argument("services", nargs="+")
+    p.set_defaults(func=service.inspect)
+    p = services.add_parser("scale")
+    p.add_argument("pairs", nargs="+", metavar="SERVICE=REPLICAS")
+    p.set_defaults(func=service.scale)
+    p = services.add_parser("update")
+    p.add_argument("--image")
+    p.add_argument("--replicas")
+    p.add_argument("--env-add", action="append", default=[])
+    p.add_argument("--env-rm", action="append", default=[])
+    p.add_argument("--force", action="store_true")
+    p.add_argument("service")
+    p.set_defaults(func=service.update)
+    p = services.add_parser("logs")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("-n", "--tail", default="all")
+    p.add_argument("service")
+    p.set_defaults(func=service.logs)
+    p = services.add_parser("rm", aliases=["remove"])
+    p.add_argument("services", nargs="+")
+    p.set_defaults(func=service.rm)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args) or 0
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return USAGE_EXIT
+    except DaemonError as exc:
+        prefix = "Error response from daemon: " if exc.status >= 400 else "Error: "
+        print(prefix + str(exc), file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""`swarmpy node ls | inspect`."""
+from __future__ import annotations
+
+from swarmpy.cli.client import Client
+from swarmpy.cli.output import dump_json, table
+from swarmpy.units import format_bytes
+
+
+def _gpus(node: dict) -> str:
+    generic = node.get("description", {}).get("resources", {}).get("generic", {})
+    gpus = generic.get("NVIDIA-GPU", [])
+    return str(len(gpus) if isinstance(gpus, list) else gpus)
+
+
+def _manager_status(node: dict) -> str:
+    status = node.get("manager_status")
+    if not status:
+        return ""
+    return "Leader" if status.get("leader") else status.get("reachability", "").capitalize()
+
+
+def ls(args) -> int:
+    client = Client(args.host)
+    nodes = sorted(client.get("/nodes"), key=lambda n: n.get("description", {}).get("hostname", ""))
+    if args.quiet:
+        print("\n".join(n["id"] for n in nodes))
+        return 0
+    if args.format == "json":
+        dump_json(nodes)
+        return 0
+    self_id = client.get("/info")["node_id"]
+    rows = []
+    for n in nodes:
+        desc, res = n.get("description", {}), n.get("description", {}).get("resources", {})
+        rows.append([n["id"] + (" *" if n["id"] == self_id else ""), desc.get("hostname", ""),
+                     n.get("status", {}).get("state", "").capitalize(),
+                     n.get("spec", {}).get("availability", "").capitalize(), _manager_status(n),
+                     desc.get("engine", {}).get("version", ""), f"{res.get('nano_cpus', 0) / 1e9:g}",
+                     format_bytes(res.get("memory_bytes", 0)), _gpus(n)])
+    table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION", "CPUS",
+           "MEMORY", "GPUS"], rows)
+    return 0
+
+
+def inspect(args) -> int:
+    client = Client(args.host)
+    refs = ["self" if r == "self" else r for r in args.nodes]
+    self_id = client.get("/info")["node_id"] if "self" in refs else None
+    dump_json([client.get(f"/nodes/{self_id if r == 'self' else r}") for r in refs])
+    return 0

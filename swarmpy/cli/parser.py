@@ -1,0 +1,34 @@
+"""argparse, made to fail the way the docker CLI does: `unknown flag: --x`,
+`invalid argument "v" for "--flag" flag: why`, and exit status 125."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+USAGE_EXIT = 125
+
+
+class UsageError(Exception):
+    def __init__(self, message: str, command: str = "swarmpy") -> None:
+        super().__init__(f"{message}\nSee '{command} --help'.")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        match = re.match(r"unrecognized arguments: (\S+)", message)
+        if match:
+            message = f"unknown flag: {match.group(1)}" if match.group(1).startswith("-") else \
+                f"\"{self.prog}\" accepts no argument {match.group(1)!r}"
+        elif message.startswith("argument "):
+            message = re.sub(r"^argument ([^:]+): ", "", message) + f" ({message.split(':')[0][9:]})"
+        raise UsageError(message, self.prog)
+
+    def exit(self, status=0, message=None):
+        if message:
+            sys.stderr.write(message)
+        raise SystemExit(status)
+
+
+def invalid(flag: str, value, why: str) -> UsageError:
+    return UsageError(f'invalid argument "{value}" for "{flag}" flag: {why}')

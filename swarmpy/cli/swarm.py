@@ -1,0 +1,142 @@
+"""`swarmpy init`, `join`, `leave`, `join-token`, `daemon`, `info`: the node's membership."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from swarmpy import defaults
+from swarmpy.cli.client import Client, DaemonError, NoDaemon, socket_path
+from swarmpy.cli.output import dump_json
+from swarmpy.config import NodeConfig, new_secret
+from swarmpy.models import new_id
+from worker.resources import parse_generic_resources
+
+ALREADY_IN_SWARM = ('This node is already part of a swarm. Use "swarmpy leave" to leave this swarm '
+                    'and join another one.')
+START_TIMEOUT_S = 60.0
+
+
+def _daemon_answers(client: Client) -> bool:
+    try:
+        client.get("/info")
+        return True
+    except NoDaemon:
+        return False
+
+
+def _split_addr(text: str, flag: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", str(defaults.CLUSTER_PORT))
+    if not port.isdigit() or not 0 < int(port) < 65535:
+        raise DaemonError(0, f'invalid argument "{text}" for "{flag}" flag: use HOST or HOST:PORT')
+    return host or "0.0.0.0", int(port)
+
+
+def init(args) -> int:
+    client = Client(args.host)
+    data_dir = os.path.abspath(args.data_dir)
+    if _daemon_answers(client) or NodeConfig.exists(data_dir):
+        raise DaemonError(409, ALREADY_IN_SWARM + (f" (state in {data_dir}: start it with "
+                                                   f"'swarmpy daemon --data-dir {data_dir}')"
+                                                   if NodeConfig.exists(data_dir) else ""))
+    listen_host, port = _split_addr(args.listen_addr, "--listen-addr")
+    try:
+        parse_generic_resources(args.generic_resource)
+    except ValueError as exc:
+        raise DaemonError(0, f'invalid argument for "--generic-resource" flag: {exc}') from None
+    config = NodeConfig(node_id=new_id(), cluster_id=new_id(), cluster_secret=new_secret(),
+                        role="manager", data_dir=data_dir, socket=socket_path(args.host),
+                        listen_host=listen_host, port=port,
+                        advertise_addr=args.advertise_addr or (listen_host if listen_host != "0.0.0.0"
+                                                               else "127.0.0.1"),
+                        hostname=args.hostname or "", generic_resources=args.generic_resource,
+                        labels=dict(label.split("=", 1) if "=" in label else (label, "")
+                                    for label in args.label),
+                        task_history_limit=args.task_history_limit)
+    config.save()
+    try:
+        start_daemon(config)
+    except DaemonError:
+        os.unlink(config.path)
+        raise
+    tokens = client.get("/join-tokens")
+    print(f"Swarm initialized: current node ({config.node_id}) is now a manager.\n")
+    print("To add a worker to this swarm, run the following command:\n")
+    print(f"    swarmpy join --token {tokens['worker']} {config.advertise_addr}:{config.port}\n")
+    print("To add a manager to this swarm, run 'swarmpy join-token manager' and follow the instructions.")
+    return 0
+
+
+def start_daemon(config: NodeConfig) -> None:
+    """Start the daemon in the background and wait until its node is ready."""
+    log_path = os.path.join(config.data_dir, "swarmpy.log")
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "swarmpy", "daemon", "--data-dir", config.data_dir],
+                                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    client = Client(f"unix://{config.socket}")
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            with open(log_path, errors="replace") as f:
+                tail = "".join(f.readlines()[-15:])
+            raise DaemonError(0, f"the swarmpy daemon exited with status {proc.returncode}; "
+                                 f"its log ({log_path}) ends with:\n{tail}")
+        try:
+            if client.get("/info")["node_state"] == "ready":
+                return
+        except (NoDaemon, DaemonError, OSError):
+            pass
+        time.sleep(0.05)
+    raise DaemonError(0, f"the swarmpy daemon did not become ready in {START_TIMEOUT_S:.0f}s; see {log_path}")
+
+
+def daemon(args) -> int:
+    data_dir = os.path.abspath(args.data_dir)
+    if not NodeConfig.exists(data_dir):
+        raise DaemonError(0, f"{data_dir} holds no swarmpy node; create one with 'swarmpy init'")
+    if args.detach:
+        start_daemon(NodeConfig.load(data_dir))
+        print(NodeConfig.load(data_dir).node_id)
+        return 0
+    from swarmpy.daemon import main
+    main(data_dir)
+    return 0
+
+
+def join(args) -> int:
+    if _daemon_answers(Client(args.host)) or NodeConfig.exists(os.path.abspath(args.data_dir)):
+        raise DaemonError(409, ALREADY_IN_SWARM)
+    raise DaemonError(501, "joining another node is not available yet: swarmpy runs one-node clusters "
+                           "so far (multi-host clusters are being built)")
+
+
+def leave(args) -> int:
+    client = Client(args.host)
+    client.call("POST", "/leave", query={"force": "true" if args.force else None})
+    print("Node left the swarm.")
+    return 0
+
+
+def join_token(args) -> int:
+    tokens = Client(args.host).get("/join-tokens")
+    if args.role not in tokens:
+        raise DaemonError(0, f"unknown role {args.role}; use worker or manager")
+    if args.quiet:
+        print(tokens[args.role])
+        return 0
+    info = Client(args.host).get("/info")
+    print(f"To add a {args.role} to this swarm, run the following command:\n")
+    print(f"    swarmpy join --token {tokens[args.role]} {info['addr']}\n")
+    return 0
+
+
+def info(args) -> int:
+    data = Client(args.host).get("/info")
+    if args.format == "json":
+        dump_json(data)
+    else:
+        for key in ("node_id", "hostname", "role", "is_leader", "node_state", "addr", "data_dir", "version"):
+            print(f"{key}: {data[key]}")
+    return 0

@@ -1,0 +1,62 @@
+"""The node's own configuration, kept in `DATA_DIR/node.json` (mode 0600: it holds the
+cluster secret).  `swarmpy init` writes it; the daemon reads it on every start."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+
+from swarmpy import defaults
+
+CONFIG_FILE = "node.json"
+
+
+@dataclass
+class NodeConfig:
+    node_id: str
+    cluster_id: str
+    cluster_secret: str
+    role: str
+    data_dir: str
+    socket: str
+    listen_host: str = "0.0.0.0"
+    port: int = defaults.CLUSTER_PORT
+    advertise_addr: str = "127.0.0.1"
+    hostname: str = ""
+    generic_resources: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    task_history_limit: int = defaults.TASK_HISTORY_LIMIT
+    heartbeat_period: float = defaults.HEARTBEAT_PERIOD_S
+
+    @property
+    def raft_addr(self) -> str:
+        return f"{self.advertise_addr}:{self.port + 1}"
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.data_dir, CONFIG_FILE)
+
+    def save(self) -> None:
+        os.makedirs(self.data_dir, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(asdict(self), f, indent=2)
+
+    @classmethod
+    def load(cls, data_dir: str) -> "NodeConfig":
+        with open(os.path.join(data_dir, CONFIG_FILE)) as f:
+            return cls(**json.load(f))
+
+    @staticmethod
+    def exists(data_dir: str) -> bool:
+        return os.path.exists(os.path.join(data_dir, CONFIG_FILE))
+
+
+def join_token(cluster_secret: str, role: str) -> str:
+    """Docker's shape, SWMTKN-1-<cluster part>-<role part>; the role part is random per cluster."""
+    return f"SWMTKN-1-{cluster_secret[:50]}-{secrets.token_hex(13)[:25]}"
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)

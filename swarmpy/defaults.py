@@ -1,0 +1,24 @@
+"""Every default in one place (SwarmKit's values unless noted)."""
+import os
+
+API_VERSION = "v1"
+DEFAULT_SOCKET = os.environ.get("SWARMPY_DEFAULT_SOCKET", "/var/run/swarmpy.sock")
+DEFAULT_DATA_DIR = "/var/lib/swarmpy"
+CLUSTER_PORT = 2377          # dispatcher / join RPC; Raft listens on CLUSTER_PORT + 1
+
+REPLICAS = 1
+RESTART_CONDITION = "any"
+RESTART_DELAY_S = 5.0
+RESTART_MAX_ATTEMPTS = 0     # 0: unlimited
+RESTART_WINDOW_S = 0.0       # 0: unbounded
+STOP_GRACE_PERIOD_S = 10.0
+PULL_POLICY = "missing"
+TASK_HISTORY_LIMIT = 5
+
+HEARTBEAT_PERIOD_S = 5.0
+HEARTBEAT_EPSILON_S = 0.5
+NODE_DOWN_AFTER_PERIODS = 3
+
+STATUS_BATCH_S = 0.02        # dispatcher collects task status reports this long before one write
+SCHEDULER_BATCH_S = 0.005    # scheduler waits this long for more pending tasks before a pass
+DOCKER_WORKERS = 8           # parallel Docker Engine API calls per agent

@@ -1,0 +1,134 @@
+"""The control API: what users may do to the cluster state, checked before it is written.
+
+Every call validates its input whole, then commits one transaction, so a bad
+request stores nothing.  The HTTP layer only translates to and from JSON.
+"""
+from __future__ import annotations
+
+from raft.errors import ConflictError, ExistsError, NotFoundError
+from raft.store import ClusterStore
+from swarmpy.manager.orchestrator.global_ import eligible_nodes
+from swarmpy.models import TaskState, new_service, now, to_dict
+from swarmpy.spec import parse_service_spec
+
+PUBLIC_CLUSTER_FIELDS = ("id", "created_at", "version")
+
+
+class AmbiguousError(NotFoundError):
+    status = 400
+    code = "ambiguous"
+
+
+def resolve(objects: list[dict], ref: str, kind: str, by_name) -> dict:
+    """Docker's lookup order: full id, then name, then a unique id prefix."""
+    for obj in objects:
+        if obj["id"] == ref:
+            return obj
+    named = by_name(ref) if by_name else None
+    if named is not None:
+        return named
+    matches = [o for o in objects if o["id"].startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise AmbiguousError(f"{kind} {ref} is ambiguous ({len(matches)} matches found)")
+    raise NotFoundError(f"{kind} {ref} not found")
+
+
+class ControlAPI:
+    def __init__(self, store: ClusterStore) -> None:
+        self.store = store
+
+    # -- services -------------------------------------------------------------------
+    def service(self, ref: str) -> dict:
+        return resolve(self.store.list("services"), ref, "service",
+                       lambda name: self.store.by_name("services", name))
+
+    async def create_service(self, data) -> dict:
+        spec = parse_service_spec(data)
+        if self.store.by_name("services", spec.name) is not None:
+            raise ExistsError(f"name conflicts with an existing object: service {spec.name} already exists")
+        service = new_service(spec)
+        try:
+            await self.store.commit([{"op": "create", "kind": "services", "obj": service}])
+        except ExistsError:
+            raise ExistsError(f"name conflicts with an existing object: service {spec.name} already exists")
+        return self.store.get("services", service["id"])
+
+    async def update_service(self, ref: str, version, data) -> dict:
+        current = self.service(ref)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ConflictError("the update must name the version it read (?version=N); "
+                                "read the service again and retry")
+        spec = parse_service_spec(data)
+        if spec.name != current["spec"]["name"]:
+            raise ConflictError("renaming a service is not supported")
+        if spec.mode != current["spec"]["mode"]:
+            raise ConflictError(f"service mode change is not allowed (service {spec.name} is "
+                                f"{current['spec']['mode']})")
+        updated = dict(current, spec=to_dict(spec), previous_spec=current["spec"], updated_at=now())
+        await self.store.commit([{"op": "update", "kind": "services", "obj": updated, "expect": version}])
+        return self.store.get("services", current["id"])
+
+    async def remove_service(self, ref: str) -> str:
+        service = self.service(ref)
+        ops = [{"op": "delete", "kind": "services", "id": service["id"], "expect": service["version"]}]
+        ops += [{"op": "patch", "kind": "tasks", "id": t["id"], "skip_missing": True,
+                 "set": {"desired_state": int(TaskState.REMOVE)}}
+                for t in self.store.tables.service_tasks(service["id"])]
+        await self.store.commit(ops)
+        return service["id"]
+
+    def list_services(self) -> list[dict]:
+        nodes = self.store.list("nodes")
+        return [dict(s, replicas_status=self._replicas(s, nodes)) for s in self.store.list("services")]
+
+    def _replicas(self, service: dict, nodes: list[dict]) -> dict:
+        tasks = self.store.tables.service_tasks(service["id"])
+        running = sum(1 for t in tasks if t["status"]["state"] == TaskState.RUNNING
+                      and t["desired_state"] == TaskState.RUNNING)
+        if service["spec"]["mode"] == "global":
+            desired = len(eligible_nodes(service, nodes))
+        else:
+            desired = service["spec"]["replicas"]
+        return {"running": running, "desired": desired}
+
+    # -- tasks and nodes -------------------------------------------------------------
+    def list_tasks(self, service: str | None = None, node: str | None = None,
+                   desired_state: str | None = None) -> list[dict]:
+        if service:
+            tasks = self.store.tables.service_tasks(self.service(service)["id"])
+        else:
+            tasks = self.store.list("tasks")
+        if node:
+            node_id = self.node(node)["id"]
+            tasks = [t for t in tasks if t.get("node_id") == node_id]
+        if desired_state == "running":
+            tasks = [t for t in tasks if t["desired_state"] <= TaskState.RUNNING]
+        elif desired_state == "shutdown":
+            tasks = [t for t in tasks if t["desired_state"] > TaskState.RUNNING]
+        return sorted(tasks, key=lambda t: (t["service_name"], t.get("slot") or 0, -t["created_at"]))
+
+    def node(self, ref: str) -> dict:
+        nodes = self.store.list("nodes")
+        return resolve(nodes, ref, "node",
+                       lambda name: next((n for n in nodes
+                                          if n.get("description", {}).get("hostname") == name), None))
+
+    def list_nodes(self) -> list[dict]:
+        leader = self.store.leader()
+        nodes = []
+        for node in self.store.list("nodes"):
+            node = dict(node)
+            if node.get("manager_status"):
+                node["manager_status"] = dict(node["manager_status"],
+                                              leader=node["manager_status"].get("raft_addr") == leader)
+            nodes.append(node)
+        return nodes
+
+    def cluster(self) -> dict:
+        cluster = self.store.get("cluster", "default") or {}
+        return {k: cluster.get(k) for k in PUBLIC_CLUSTER_FIELDS}
+
+    def join_tokens(self) -> dict:
+        return dict((self.store.get("cluster", "default") or {}).get("join_tokens", {}))

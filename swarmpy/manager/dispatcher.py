@@ -1,0 +1,249 @@
+"""The dispatcher: the manager's side of every agent session.
+
+An agent registers (with its join token and resources), then receives the full
+set of its tasks whenever something it must act on changes, reports task status
+in batches, and heartbeats.  Status reports from all sessions are written as one
+transaction per `STATUS_BATCH_S`.  A node that misses heartbeats for
+NODE_DOWN_AFTER_PERIODS periods is marked down, and its tasks are rescheduled.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import time
+from dataclasses import dataclass, field
+
+from raft.errors import StoreError
+from raft.store import ClusterStore
+from swarmpy import defaults, log
+from swarmpy.models import TaskState, now, status_patch
+from swarmpy.rpc import Channel, ChannelClosed
+
+AGENT_TASK_FIELDS = ("id", "service_id", "service_name", "slot", "node_id", "spec", "desired_state",
+                     "assigned_generic", "service_version")
+
+
+def agent_view(task: dict) -> dict:
+    view = {k: task.get(k) for k in AGENT_TASK_FIELDS}
+    view["state"] = task["status"]["state"]
+    return view
+
+
+@dataclass
+class Session:
+    node_id: str
+    channel: Channel
+    last_heartbeat: float = field(default_factory=time.monotonic)
+    fingerprint: dict = field(default_factory=dict)
+    log_streams: dict[int, asyncio.Queue] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(self, store: ClusterStore, heartbeat_period: float = defaults.HEARTBEAT_PERIOD_S) -> None:
+        self.store = store
+        self.heartbeat_period = heartbeat_period
+        self.sessions: dict[str, Session] = {}
+        self.log = log.get("dispatcher")
+        self._status: dict[str, tuple[str, dict]] = {}
+        self._status_event = asyncio.Event()
+        self._dirty_nodes: set[str] = set()
+        self._push_event = asyncio.Event()
+        self._started = time.monotonic()
+        self._req_ids = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: list[asyncio.Task] = []
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self, host: str, port: int, ssl=None) -> None:
+        self._server = await asyncio.start_server(self._serve, host, port, ssl=ssl)
+        self._tasks = [asyncio.create_task(f()) for f in (self._write_status, self._push_loop,
+                                                         self._watch, self._check_heartbeats)]
+
+    async def stop(self) -> None:
+        if self._server:
+            self._server.close()
+        for session in list(self.sessions.values()):
+            await session.channel.close()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- sessions ------------------------------------------------------------------
+    async def _serve(self, reader, writer) -> None:
+        channel = Channel(reader, writer)
+        session = None
+        try:
+            hello = await asyncio.wait_for(channel.recv(), 10)
+            session = await self._register(channel, hello)
+            if session is None:
+                return
+            while True:
+                self._handle(session, await channel.recv())
+        except (ChannelClosed, asyncio.TimeoutError):
+            pass
+        except Exception:
+            self.log.exception("session_crashed")
+        finally:
+            if session is not None and self.sessions.get(session.node_id) is session:
+                del self.sessions[session.node_id]
+                for queue in session.log_streams.values():
+                    queue.put_nowait(None)
+            await channel.close()
+
+    def _token_ok(self, token: str) -> bool:
+        cluster = self.store.get("cluster", "default") or {}
+        tokens = cluster.get("join_tokens", {})
+        return any(hmac.compare_digest(token or "", t) for t in tokens.values())
+
+    async def _register(self, channel: Channel, hello: dict) -> Session | None:
+        if hello.get("type") != "register" or not self._token_ok(hello.get("token", "")):
+            await channel.send({"type": "error", "error": "invalid join token"})
+            return None
+        if not self.store.is_leader():
+            await channel.send({"type": "error", "error": "this manager is not the leader",
+                                "leader": self.store.leader()})
+            return None
+        node_id = hello["node_id"]
+        await self.store.commit([self._node_op(node_id, hello, channel)])
+        old = self.sessions.get(node_id)
+        session = self.sessions[node_id] = Session(node_id, channel)
+        if old is not None:
+            await old.channel.close()
+        await channel.send({"type": "registered", "node_id": node_id,
+                            "heartbeat_period": self.heartbeat_period})
+        self.log.info("node_registered", node=node_id, hostname=hello.get("hostname"))
+        await self._push(session)
+        return session
+
+    def _node_op(self, node_id: str, hello: dict, channel: Channel) -> dict:
+        current = self.store.get("nodes", node_id)
+        spec = current["spec"] if current else {"role": hello.get("role", "worker"),
+                                                "availability": "active",
+                                                "labels": hello.get("labels", {})}
+        node = {"id": node_id, "spec": spec, "description": hello["description"],
+                "status": {"state": "ready", "message": "", "addr": str((channel.peer or ("",))[0]),
+                           "timestamp": now()},
+                "created_at": current["created_at"] if current else now()}
+        if current and current.get("manager_status"):
+            node["manager_status"] = current["manager_status"]
+        if hello.get("manager_status"):
+            node["manager_status"] = hello["manager_status"]
+        return {"op": "update" if current else "create", "kind": "nodes", "obj": node}
+
+    def _handle(self, session: Session, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "heartbeat":
+            session.last_heartbeat = time.monotonic()
+        elif kind == "status":
+            for update in msg["updates"]:
+                self._status[update["id"]] = (session.node_id, update)
+            self._status_event.set()
+        elif kind in ("log", "log_end"):
+            queue = session.log_streams.get(msg["req"])
+            if queue is not None:
+                queue.put_nowait(msg.get("data") if kind == "log" else None)
+
+    # -- task status -----------------------------------------------------------------
+    async def _write_status(self) -> None:
+        while True:
+            await self._status_event.wait()
+            await asyncio.sleep(defaults.STATUS_BATCH_S)
+            self._status_event.clear()
+            batch, self._status = self._status, {}
+            ops = []
+            for task_id, (node_id, u) in batch.items():
+                task = self.store.get("tasks", task_id)
+                if task is None or task.get("node_id") != node_id:
+                    continue    # a node may only report on its own tasks
+                ops.append(status_patch(task_id, TaskState(u["state"]), u.get("message", ""),
+                                        u.get("err", ""), container_id=u.get("container_id", ""),
+                                        exit_code=u.get("exit_code")))
+            if ops:
+                try:
+                    await self.store.commit(ops)
+                except StoreError as exc:
+                    self.log.warning("status_write_failed", error=str(exc), updates=len(ops))
+                    for task_id, item in batch.items():
+                        self._status.setdefault(task_id, item)
+                    self._status_event.set()
+                    await asyncio.sleep(0.2)
+
+    # -- assignments -----------------------------------------------------------------
+    async def _watch(self) -> None:
+        queue = self.store.watch()
+        try:
+            while True:
+                for e in await queue.get():
+                    if e.kind == "tasks" and e.obj.get("node_id"):
+                        self._dirty_nodes.add(e.obj["node_id"])
+                        self._push_event.set()
+        finally:
+            self.store.unwatch(queue)
+
+    async def _push_loop(self) -> None:
+        while True:
+            await self._push_event.wait()
+            await asyncio.sleep(0.005)
+            self._push_event.clear()
+            dirty, self._dirty_nodes = self._dirty_nodes, set()
+            for node_id in dirty:
+                session = self.sessions.get(node_id)
+                if session is not None:
+                    try:
+                        await self._push(session)
+                    except ChannelClosed:
+                        pass
+
+    async def _push(self, session: Session) -> None:
+        tasks = [t for t in self.store.tables.node_tasks(session.node_id)
+                 if t["status"]["state"] >= TaskState.ASSIGNED]
+        fingerprint = {t["id"]: (t["desired_state"], t.get("service_version")) for t in tasks}
+        if fingerprint == session.fingerprint:
+            return
+        session.fingerprint = fingerprint
+        await session.channel.send({"type": "assignments", "tasks": [agent_view(t) for t in tasks]})
+
+    # -- node health -------------------------------------------------------------------
+    async def _check_heartbeats(self) -> None:
+        grace = self.heartbeat_period * defaults.NODE_DOWN_AFTER_PERIODS
+        while True:
+            await asyncio.sleep(self.heartbeat_period / 2)
+            t = time.monotonic()
+            ops = []
+            for node in self.store.list("nodes"):
+                if node.get("status", {}).get("state") != "ready":
+                    continue
+                session = self.sessions.get(node["id"])
+                last = session.last_heartbeat if session else self._started
+                if t - last > grace:
+                    ops.append({"op": "patch", "kind": "nodes", "id": node["id"], "skip_missing": True,
+                                "set": {"status.state": "down", "status.message": "heartbeat failure",
+                                        "status.timestamp": now()}})
+            if ops and self.store.is_leader():
+                try:
+                    await self.store.commit(ops)
+                except StoreError as exc:
+                    self.log.warning("node_down_write_failed", error=str(exc))
+
+    # -- logs ----------------------------------------------------------------------------
+    async def container_logs(self, node_id: str, container_id: str, follow: bool, tail: str):
+        """Yield chunks of a container's output, fetched from the agent that runs it."""
+        session = self.sessions.get(node_id)
+        if session is None:
+            return
+        req = next(self._req_ids)
+        queue: asyncio.Queue = asyncio.Queue()
+        session.log_streams[req] = queue
+        try:
+            await session.channel.send({"type": "logs", "req": req, "container_id": container_id,
+                                        "follow": follow, "tail": tail})
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+        finally:
+            session.log_streams.pop(req, None)
+            if follow:
+                try:
+                    await session.channel.send({"type": "log_cancel", "req": req})
+                except ChannelClosed:
+                    pass

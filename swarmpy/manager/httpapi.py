@@ -1,0 +1,156 @@
+"""The manager's HTTP API (JSON under /v1), served on the node's unix socket.
+
+The CLI uses nothing else.  Errors are `{"message": ...}` with the status code of
+the underlying error; malformed JSON is a 400 that names the problem.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from raft.errors import StoreError
+from swarmpy import defaults, log
+from swarmpy.models import task_name
+from swarmpy.spec import SpecError
+
+if TYPE_CHECKING:
+    from swarmpy.daemon import Daemon
+
+V = f"/{defaults.API_VERSION}"
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+@web.middleware
+async def errors(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except SpecError as exc:
+        return _error(400, str(exc))
+    except StoreError as exc:
+        return _error(exc.status, str(exc))
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        log.get("httpapi").exception("request_failed", path=request.path)
+        return _error(500, f"internal error: {exc}")
+
+
+async def _json_body(request: web.Request):
+    text = await request.text()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"message": f"malformed JSON in request body: {exc}"}),
+                                 content_type="application/json")
+
+
+class HttpApi:
+    def __init__(self, daemon: "Daemon") -> None:
+        self.daemon = daemon
+        self.control = daemon.control
+        self.app = web.Application(middlewares=[errors])
+        r = self.app.router
+        r.add_get(f"{V}/info", self.info)
+        r.add_get(f"{V}/join-tokens", self.join_tokens)
+        r.add_get(f"{V}/nodes", self.nodes)
+        r.add_get(f"{V}/nodes/{{ref}}", self.node)
+        r.add_get(f"{V}/services", self.services)
+        r.add_post(f"{V}/services", self.create_service)
+        r.add_get(f"{V}/services/{{ref}}", self.service)
+        r.add_post(f"{V}/services/{{ref}}/update", self.update_service)
+        r.add_delete(f"{V}/services/{{ref}}", self.remove_service)
+        r.add_get(f"{V}/services/{{ref}}/logs", self.service_logs)
+        r.add_get(f"{V}/tasks", self.tasks)
+        r.add_post(f"{V}/leave", self.leave)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, socket_path: str) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        await web.UnixSite(self._runner, socket_path).start()
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    # -- handlers ---------------------------------------------------------------------
+    async def info(self, request):
+        return web.json_response(self.daemon.info())
+
+    async def join_tokens(self, request):
+        return web.json_response(self.control.join_tokens())
+
+    async def nodes(self, request):
+        return web.json_response(self.control.list_nodes())
+
+    async def node(self, request):
+        return web.json_response(self.control.node(request.match_info["ref"]))
+
+    async def services(self, request):
+        return web.json_response(self.control.list_services())
+
+    async def service(self, request):
+        return web.json_response(self.control.service(request.match_info["ref"]))
+
+    async def create_service(self, request):
+        service = await self.control.create_service(await _json_body(request))
+        return web.json_response(service, status=201)
+
+    async def update_service(self, request):
+        version = request.query.get("version", "")
+        if not version.isdigit():
+            return _error(400, "the query parameter version is required: the service version you read "
+                               "(swarmpy service inspect shows it)")
+        service = await self.control.update_service(request.match_info["ref"], int(version),
+                                                    await _json_body(request))
+        return web.json_response(service)
+
+    async def remove_service(self, request):
+        return web.json_response({"id": await self.control.remove_service(request.match_info["ref"])})
+
+    async def tasks(self, request):
+        q = request.query
+        return web.json_response(self.control.list_tasks(q.get("service"), q.get("node"),
+                                                         q.get("desired-state")))
+
+    async def service_logs(self, request):
+        service = self.control.service(request.match_info["ref"])
+        follow = request.query.get("follow", "") in ("1", "true")
+        tail = request.query.get("tail", "all")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+        await response.prepare(request)
+        tasks = [t for t in self.control.list_tasks(service["id"]) if t["status"].get("container_id")]
+        streams = [self._pump_task_logs(response, t, follow, tail) for t in tasks]
+        await asyncio.gather(*streams)
+        await response.write_eof()
+        return response
+
+    async def _pump_task_logs(self, response, task: dict, follow: bool, tail: str) -> None:
+        node = self.daemon.store.get("nodes", task["node_id"]) or {}
+        prefix = (f"{task_name(task)}.{task['id'][:12]}@"
+                  f"{node.get('description', {}).get('hostname', task['node_id'])}    | ").encode()
+        pending = b""
+        async for chunk in self.daemon.dispatcher.container_logs(
+                task["node_id"], task["status"]["container_id"], follow, tail):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            if lines:
+                await response.write(b"".join(prefix + line + b"\n" for line in lines))
+        if pending:
+            await response.write(prefix + pending + b"\n")
+
+    async def leave(self, request):
+        force = request.query.get("force", "") in ("1", "true")
+        if not force and self.daemon.is_manager:
+            return _error(409, "You are attempting to leave the swarm on a node that is participating as a "
+                               "manager. Removing the last manager erases all current state of the swarm. "
+                               "Use `--force` to ignore this message.")
+        removed = await self.daemon.prepare_leave()
+        asyncio.get_running_loop().call_later(0.1, self.daemon.request_stop)
+        return web.json_response({"removed_containers": removed})

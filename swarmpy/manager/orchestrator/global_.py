@@ -1,0 +1,39 @@
+"""Global services: one task on every ready, active node that meets the constraints."""
+from __future__ import annotations
+
+from swarmpy.manager.orchestrator.slots import SHUTDOWN, SlotPlan, desired, runnable, spec_changed
+from swarmpy.manager.scheduler import constraint
+
+
+def eligible_nodes(service: dict, nodes: list[dict]) -> set[str]:
+    constraints = constraint.parse_all(service["spec"].get("constraints", []))
+    return {n["id"] for n in nodes
+            if n.get("status", {}).get("state") == "ready"
+            and n.get("spec", {}).get("availability", "active") == "active"
+            and constraint.node_matches(n, constraints)}
+
+
+def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: set[str]) -> SlotPlan:
+    plan = SlotPlan(service, down_nodes)
+    eligible = eligible_nodes(service, nodes)
+    live: set[str] = set()
+    declined: set[str] = set()
+    for task in sorted(tasks, key=lambda t: t["created_at"]):
+        node_id = task["node_id"]
+        if not runnable(task):
+            if task.get("restart_declined") == service["version"]:
+                declined.add(node_id)
+            continue
+        if node_id not in eligible:
+            plan.ops.append(desired(task["id"], SHUTDOWN))
+        elif plan.is_dead(task):
+            (live if plan.handle_dead(task) else declined).add(node_id)
+        else:
+            live.add(node_id)
+            if spec_changed(service, task):
+                plan.replace_outdated(task)
+            else:
+                plan.release(task)
+    for node_id in sorted(eligible - live - declined):
+        plan.new(None, node_id)
+    return plan

@@ -1,0 +1,68 @@
+"""What replicated and global orchestration share: per-slot bookkeeping of a service's tasks."""
+from __future__ import annotations
+
+from swarmpy.manager.orchestrator import restart
+from swarmpy.models import TaskState, new_task, now
+
+SHUTDOWN, REMOVE, RUNNING = int(TaskState.SHUTDOWN), int(TaskState.REMOVE), int(TaskState.RUNNING)
+
+
+def desired(task_id: str, state: int) -> dict:
+    return {"op": "patch", "kind": "tasks", "id": task_id, "skip_missing": True,
+            "set": {"desired_state": state}, "if_lt": {"desired_state": state}}
+
+
+def runnable(task: dict) -> bool:
+    return task["desired_state"] <= RUNNING
+
+
+def spec_changed(service: dict, task: dict) -> bool:
+    """The task runs an older spec than the service's (replica count aside)."""
+    old, new = task["spec"], service["spec"]
+    return any(old.get(k) != new.get(k) for k in new if k not in ("replicas",))
+
+
+class SlotPlan:
+    """Ops and bookkeeping for one pass over one service."""
+
+    def __init__(self, service: dict, down_nodes: set[str]) -> None:
+        self.service = service
+        self.down_nodes = down_nodes
+        self.ops: list[dict] = []
+        self.timers: list[float] = []
+
+    def create(self, task: dict) -> None:
+        self.ops.append({"op": "create", "kind": "tasks", "obj": task})
+        if task.get("start_at"):
+            self.timers.append(task["start_at"])
+
+    def new(self, slot: int | None, node_id: str | None) -> None:
+        self.create(new_task(self.service, slot, node_id))
+
+    def handle_dead(self, task: dict) -> bool:
+        """Shut a dead task down and maybe restart it; returns True if the slot stays live."""
+        self.ops.append(desired(task["id"], SHUTDOWN))
+        if restart.should_restart(self.service["spec"]["restart_policy"], task):
+            self.create(restart.replacement(self.service, task))
+            return True
+        # Declined: the slot stays down until the service is next updated (as in swarm).
+        self.ops.append({"op": "patch", "kind": "tasks", "id": task["id"], "skip_missing": True,
+                         "set": {"restart_declined": self.service["version"]}})
+        return False
+
+    def release(self, task: dict) -> None:
+        """A task whose time has come: promote it from READY to RUNNING."""
+        start_at = task.get("start_at")
+        if task["desired_state"] == int(TaskState.READY) and start_at:
+            if start_at <= now():
+                self.ops.append({"op": "patch", "kind": "tasks", "id": task["id"], "skip_missing": True,
+                                 "set": {"desired_state": RUNNING}})
+            else:
+                self.timers.append(start_at)
+
+    def replace_outdated(self, task: dict) -> None:
+        self.ops.append(desired(task["id"], SHUTDOWN))
+        self.new(task.get("slot"), task.get("node_id") if task.get("slot") is None else None)
+
+    def is_dead(self, task: dict) -> bool:
+        return restart.is_dead(task, task.get("node_id") in self.down_nodes)

@@ -1,0 +1,208 @@
+"""The agent: one session with a dispatcher, the task controllers it feeds, and the
+batched status reports that flow back.  Tasks keep running while the session is
+down; on reconnect every last status is sent again (writes are forward-only)."""
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+from swarmpy import defaults, log
+from swarmpy.models import TaskState
+from swarmpy.rpc import Channel, ChannelClosed
+from worker.controller import TaskController
+from worker.engine import LABEL_TASK, Engine
+from worker.resources import NodeResources
+
+RECONNECT_S = (0.2, 2.0)
+RESYNC_S = 5.0
+
+
+class Agent:
+    def __init__(self, node_id: str, dispatcher: tuple[str, int], token: str, role: str,
+                 hostname: str, resources: NodeResources, labels: dict | None = None,
+                 engine: Engine | None = None, manager_status: dict | None = None) -> None:
+        self.node_id = node_id
+        self.dispatcher = dispatcher
+        self.token = token
+        self.role = role
+        self.hostname = hostname
+        self.resources = resources
+        self.labels = labels or {}
+        self.manager_status = manager_status
+        self.engine = engine or Engine()
+        self.nvml_gpu_ids = {g.uuid for g in resources.gpus}
+        self.controllers: dict[str, TaskController] = {}
+        self.log = log.get("agent")
+        self.connected = asyncio.Event()
+        self._channel: Channel | None = None
+        self._statuses: dict[str, dict] = {}     # last report per task, resent on reconnect
+        self._unsent: set[str] = set()
+        self._flush = asyncio.Event()
+        self._existing: dict[str, dict] | None = None   # containers found at start, by task id
+        self._log_threads: dict[int, object] = {}
+        self._bg: set[asyncio.Task] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        containers = await self.engine.call(self.engine.node_containers, self.node_id)
+        self._existing = {c["Labels"].get(LABEL_TASK): c for c in containers}
+        self.engine.follow_exits(self.node_id, self._on_exit_threadsafe)
+        self.spawn(self._send_statuses())
+        self.spawn(self._resync())
+        delay = RECONNECT_S[0]
+        while True:
+            try:
+                await self._session()
+                delay = RECONNECT_S[0]
+            except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
+                self.log.info("session_lost", error=str(exc))
+            self.connected.clear()
+            self._channel = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_S[1])
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+        return task
+
+    async def remove_all_containers(self) -> int:
+        """For `leave --force`: every container of this node's tasks goes."""
+        for controller in list(self.controllers.values()):
+            controller._runner.cancel()
+        containers = await self.engine.call(self.engine.node_containers, self.node_id)
+        await asyncio.gather(*(self.engine.call(self.engine.remove, c["Id"]) for c in containers))
+        return len(containers)
+
+    # -- the session ------------------------------------------------------------------
+    async def _session(self) -> None:
+        host, port = self.dispatcher
+        channel = await Channel.connect(host, port)
+        try:
+            engine = await self.engine.call(self.engine.describe)
+            await channel.send({"type": "register", "node_id": self.node_id, "token": self.token,
+                                "role": self.role, "hostname": self.hostname, "labels": self.labels,
+                                "manager_status": self.manager_status,
+                                "description": self.resources.description(self.hostname, engine)})
+            reply = await asyncio.wait_for(channel.recv(), 15)
+            if reply["type"] != "registered":
+                raise ChannelClosed(f"registration refused: {reply.get('error')}")
+            self._channel = channel
+            self._unsent.update(self._statuses)
+            self._flush.set()
+            self.connected.set()
+            heartbeats = self.spawn(self._heartbeat(channel, reply["heartbeat_period"]))
+            try:
+                while True:
+                    self._handle(await channel.recv())
+            finally:
+                heartbeats.cancel()
+        finally:
+            await channel.close()
+
+    async def _heartbeat(self, channel: Channel, period: float) -> None:
+        while True:
+            await channel.send({"type": "heartbeat"})
+            await asyncio.sleep(period * random.uniform(0.8, 1.0))
+
+    def _handle(self, msg: dict) -> None:
+        if msg["type"] == "assignments":
+            self.spawn(self._assign(msg["tasks"]))
+        elif msg["type"] == "logs":
+            self._start_logs(msg)
+        elif msg["type"] == "log_cancel":
+            stream = self._log_threads.pop(msg["req"], None)
+            if stream is not None:
+                stream.close()
+
+    # -- assignments -----------------------------------------------------------------
+    async def _assign(self, tasks: list[dict]) -> None:
+        wanted = {t["id"]: t for t in tasks}
+        for task_id, task in wanted.items():
+            controller = self.controllers.get(task_id)
+            if controller is not None:
+                controller.update(task)
+            else:
+                container = (self._existing or {}).pop(task_id, None)
+                self.controllers[task_id] = TaskController(self, task, container)
+        gone = [c for tid, c in self.controllers.items() if tid not in wanted]
+        orphans = list((self._existing or {}).values())
+        self._existing = {}
+        for controller in gone:
+            del self.controllers[controller.id]
+            self._statuses.pop(controller.id, None)
+        await asyncio.gather(*(c.remove() for c in gone),
+                             *(self.engine.call(self.engine.remove, c["Id"]) for c in orphans))
+
+    # -- status reports ------------------------------------------------------------------
+    def report(self, task_id: str, state: TaskState, message: str, err: str,
+               container_id: str, exit_code: int | None) -> None:
+        self._statuses[task_id] = {"id": task_id, "state": int(state), "message": message, "err": err,
+                                   "container_id": container_id, "exit_code": exit_code}
+        self._unsent.add(task_id)
+        self._flush.set()
+
+    async def _send_statuses(self) -> None:
+        while True:
+            await self._flush.wait()
+            await asyncio.sleep(defaults.STATUS_BATCH_S)
+            self._flush.clear()
+            channel = self._channel
+            if channel is None:
+                continue
+            batch = [self._statuses[t] for t in self._unsent if t in self._statuses]
+            self._unsent.clear()
+            try:
+                await channel.send({"type": "status", "updates": batch})
+            except ChannelClosed:
+                self._unsent.update(u["id"] for u in batch)
+
+    # -- container exits ----------------------------------------------------------------
+    def _on_exit_threadsafe(self, container_id: str, exit_code: int | None) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._on_exit, container_id, exit_code)
+
+    def _on_exit(self, container_id: str, exit_code: int | None) -> None:
+        for controller in self.controllers.values():
+            if controller.container_id == container_id:
+                controller.exited(exit_code)
+
+    async def _resync(self) -> None:
+        """Catch exits the event stream missed (engine restarts, dropped streams)."""
+        while True:
+            await asyncio.sleep(RESYNC_S)
+            try:
+                containers = await self.engine.call(self.engine.node_containers, self.node_id)
+            except Exception as exc:
+                self.log.warning("resync_failed", error=str(exc))
+                continue
+            running = {c["Id"] for c in containers if c.get("State") == "running"}
+            for controller in list(self.controllers.values()):
+                if controller.state == TaskState.RUNNING and controller.container_id not in running:
+                    await controller._check_exit()
+
+    # -- logs --------------------------------------------------------------------------
+    def _start_logs(self, msg: dict) -> None:
+        loop, channel, req = asyncio.get_running_loop(), self._channel, msg["req"]
+
+        def send(message: dict) -> None:
+            if channel is not None:
+                asyncio.run_coroutine_threadsafe(channel.send(message), loop)
+
+        def pump() -> None:
+            try:
+                stream = self.engine.logs(msg["container_id"], msg["follow"], msg["tail"])
+                self._log_threads[req] = stream
+                for chunk in stream:
+                    send({"type": "log", "req": req, "data": chunk})
+            except Exception as exc:
+                send({"type": "log", "req": req, "data": f"error reading logs: {exc}\n".encode()})
+            finally:
+                self._log_threads.pop(req, None)
+                send({"type": "log_end", "req": req})
+
+        threading.Thread(target=pump, name=f"logs-{req}", daemon=True).start()

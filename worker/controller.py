@@ -1,0 +1,137 @@
+"""One task controller per assigned task: drives its container through SwarmKit's
+states (accepted, preparing, ready, starting, running) towards what the manager
+desires, and reports each step.  A container found on start-up is adopted."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from docker.errors import DockerException
+
+from swarmpy.models import TaskState as S
+from worker.engine import (ImageUnavailable, LABEL_NODE, LABEL_SERVICE_ID, LABEL_SERVICE_NAME,
+                           LABEL_SLOT, LABEL_TASK)
+from worker.resources import GPU_KIND
+
+if TYPE_CHECKING:
+    from worker.agent import Agent
+
+
+def container_name(task: dict) -> str:
+    suffix = task["slot"] if task.get("slot") is not None else task["node_id"]
+    return f"{task['service_name']}.{suffix}.{task['id']}"
+
+
+def resource_env(assigned_generic: dict) -> list[str]:
+    """DOCKER_RESOURCE_<KIND>=ids, as swarm passes generic resources to containers."""
+    env = []
+    for kind, value in sorted(assigned_generic.items()):
+        name = "DOCKER_RESOURCE_" + kind.upper().replace("-", "_")
+        env.append(f"{name}={','.join(value) if isinstance(value, list) else value}")
+    return env
+
+
+class TaskController:
+    def __init__(self, agent: "Agent", task: dict, container: dict | None) -> None:
+        self.agent = agent
+        self.task = task
+        self.state = S(task["state"])
+        self.container_id = ""
+        self.stopping = False
+        self._changed = asyncio.Event()
+        self._changed.set()
+        if container is not None:
+            self._adopt(container)
+        self._runner = asyncio.create_task(self._run(), name=f"task-{task['id'][:12]}")
+
+    @property
+    def id(self) -> str:
+        return self.task["id"]
+
+    def _adopt(self, container: dict) -> None:
+        self.container_id = container["Id"]
+        if self.state > S.RUNNING:
+            return
+        if container.get("State") == "running":
+            self._report(S.RUNNING, "started")
+        elif container.get("State") in ("exited", "dead"):
+            self.state = S.RUNNING          # it ran while we were away; _check_exit reports how it ended
+            self.agent.spawn(self._check_exit())
+        else:
+            self._report(S.READY, "prepared")
+
+    # -- inputs --------------------------------------------------------------------
+    def update(self, task: dict) -> None:
+        self.task = task
+        self._changed.set()
+
+    def exited(self, exit_code: int | None) -> None:
+        if self.state != S.RUNNING or self.stopping:
+            return
+        if exit_code == 0:
+            self._report(S.COMPLETE, "finished", exit_code=0)
+        else:
+            err = f"task: non-zero exit ({exit_code})"
+            self._report(S.FAILED, err, err=err, exit_code=exit_code)
+
+    async def remove(self) -> None:
+        self._runner.cancel()
+        await asyncio.gather(self._runner, return_exceptions=True)
+        if self.container_id:
+            await self.agent.engine.call(self.agent.engine.remove, self.container_id)
+
+    # -- the state machine ---------------------------------------------------------
+    def _report(self, state: S, message: str, err: str = "", exit_code: int | None = None) -> None:
+        self.state = state
+        self.agent.report(self.id, state, message, err, self.container_id, exit_code)
+
+    async def _run(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            try:
+                await self._step()
+            except ImageUnavailable as exc:
+                self._report(S.REJECTED, "preparing failed", err=str(exc))
+            except DockerException as exc:
+                failed = S.REJECTED if self.state < S.READY else S.FAILED
+                self._report(failed, f"{self.state.label} failed", err=str(exc))
+
+    async def _step(self) -> None:
+        desired, engine = self.task["desired_state"], self.agent.engine
+        if desired <= S.RUNNING and self.state < S.RUNNING:
+            if self.state < S.ACCEPTED:
+                self._report(S.ACCEPTED, "accepted")
+            if self.state < S.PREPARING:
+                self._report(S.PREPARING, "preparing")
+                await engine.call(engine.ensure_image, self.task["spec"]["image"], self.task["spec"]["pull"])
+            if self.state < S.READY:
+                self.container_id = await engine.call(engine.create, **self._container_args())
+                self._report(S.READY, "prepared")
+            if desired == S.RUNNING and self.state < S.STARTING:
+                self._report(S.STARTING, "starting")
+                await engine.call(engine.start, self.container_id)
+                self._report(S.RUNNING, "started")
+        elif desired > S.RUNNING and self.state <= S.RUNNING:
+            self.stopping = True
+            if self.container_id and self.state >= S.STARTING:
+                await engine.call(engine.stop, self.container_id, self.task["spec"]["stop_grace_period"])
+            self._report(S.SHUTDOWN, "shutdown")
+
+    async def _check_exit(self) -> None:
+        running, code, _ = await self.agent.engine.call(self.agent.engine.exit_code, self.container_id)
+        if not running:
+            self.exited(code)
+
+    def _container_args(self) -> dict:
+        task, spec = self.task, self.task["spec"]
+        labels = dict(spec.get("container_labels", {}))
+        labels.update({LABEL_NODE: task["node_id"], LABEL_SERVICE_ID: task["service_id"],
+                       LABEL_SERVICE_NAME: task["service_name"], LABEL_TASK: task["id"],
+                       LABEL_SLOT: str(task["slot"] if task.get("slot") is not None else "")})
+        assigned = task.get("assigned_generic") or {}
+        gpu_ids = [g for g in assigned.get(GPU_KIND, []) if g in self.agent.nvml_gpu_ids]
+        return {"name": container_name(task), "image": spec["image"], "command": spec.get("command", []),
+                "env": list(spec.get("env", [])) + resource_env(assigned), "labels": labels,
+                "limits": spec.get("limits", {}), "reservations": spec.get("reservations", {}),
+                "gpu_ids": gpu_ids}
