@@ -99,7 +99,9 @@ class TaskController:
 
     async def _step(self) -> None:
         desired, engine = self.task["desired_state"], self.agent.engine
-        if desired <= S.RUNNING and self.state < S.RUNNING:
+        # A task held at READY waits out its restart delay; even its image check waits, so a
+        # task that keeps failing to prepare is retried at the restart delay, not in a loop.
+        if desired == S.RUNNING and self.state < S.RUNNING:
             if self.state < S.ACCEPTED:
                 self._report(S.ACCEPTED, "accepted")
             if self.state < S.PREPARING:
@@ -108,7 +110,7 @@ class TaskController:
             if self.state < S.READY:
                 self.container_id = await engine.call(engine.create, **self._container_args())
                 self._report(S.READY, "prepared")
-            if desired == S.RUNNING and self.state < S.STARTING:
+            if self.state < S.STARTING:
                 self._report(S.STARTING, "starting")
                 await engine.call(engine.start, self.container_id)
                 self._report(S.RUNNING, "started")
