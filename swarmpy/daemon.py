@@ -60,8 +60,8 @@ class Daemon:
                            resources, cfg.labels,
                            manager_status={"raft_addr": cfg.raft_addr, "reachability": "reachable",
                                            "addr": f"{cfg.advertise_addr}:{cfg.port}"})
-        background = [asyncio.create_task(self._follow_leadership()),
-                      asyncio.create_task(self.agent.run())]
+        self._background = background = [asyncio.create_task(self._follow_leadership()),
+                                         asyncio.create_task(self.agent.run())]
         self.log.info("daemon_started", node=cfg.node_id, socket=cfg.socket, port=cfg.port,
                       nvml=resources.nvml)
         try:
@@ -89,7 +89,14 @@ class Daemon:
         self._stop.set()
 
     async def prepare_leave(self) -> int:
+        """Stop everything that could start a task, then remove the containers of this node's tasks."""
         self._leaving = True
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        for component in self._leader_components:
+            await component.stop()
+        self._leader_components = []
         return await self.agent.remove_all_containers()
 
     # -- cluster object and leadership ------------------------------------------------------

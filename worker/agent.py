@@ -70,13 +70,25 @@ class Agent:
         task.add_done_callback(self._bg.discard)
         return task
 
+    async def stop(self) -> None:
+        tasks = list(self._bg) + [c._runner for c in self.controllers.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def remove_all_containers(self) -> int:
-        """For `leave --force`: every container of this node's tasks goes."""
-        for controller in list(self.controllers.values()):
-            controller._runner.cancel()
-        containers = await self.engine.call(self.engine.node_containers, self.node_id)
-        await asyncio.gather(*(self.engine.call(self.engine.remove, c["Id"]) for c in containers))
-        return len(containers)
+        """For `leave --force`: every container of this node's tasks goes.  Docker calls
+        already running on the pool may still create one, so sweep until none are left."""
+        await self.stop()
+        removed: set[str] = set()
+        for attempt in range(10):
+            containers = await self.engine.call(self.engine.node_containers, self.node_id)
+            if not containers and (removed or attempt > 0):
+                break
+            await asyncio.gather(*(self.engine.call(self.engine.remove, c["Id"]) for c in containers))
+            removed.update(c["Id"] for c in containers)
+            await asyncio.sleep(0.2)
+        return len(removed)
 
     # -- the session ------------------------------------------------------------------
     async def _session(self) -> None:
