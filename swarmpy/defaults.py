@@ -4,7 +4,8 @@ import os
 API_VERSION = "v1"
 DEFAULT_SOCKET = os.environ.get("SWARMPY_DEFAULT_SOCKET", "/var/run/swarmpy.sock")
 DEFAULT_DATA_DIR = "/var/lib/swarmpy"
-CLUSTER_PORT = 2377          # dispatcher / join RPC; Raft listens on CLUSTER_PORT + 1
+CLUSTER_PORT = 2387          # dispatcher and join RPC; Raft listens on CLUSTER_PORT + 1. Not
+                             # docker swarm's 2377, so both can run on one engine side by side.
 
 REPLICAS = 1
 RESTART_CONDITION = "any"
