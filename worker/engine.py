@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -20,6 +21,7 @@ LABEL_SERVICE_NAME = "com.swarmpy.service.name"
 LABEL_TASK = "com.swarmpy.task.id"
 LABEL_SLOT = "com.swarmpy.task.slot"
 NO_PULL_ENV = "SWARMPY_NO_PULL"     # set in tests and CI: this node never pulls
+IMAGE_CACHE_S = 10.0
 
 
 class ImageUnavailable(Exception):
@@ -34,6 +36,7 @@ class Engine:
         self.pulls_disabled = os.environ.get(NO_PULL_ENV, "") not in ("", "0")
         self.log = log.get("engine")
         self._stop = threading.Event()
+        self._images_present: dict[str, float] = {}
 
     async def call(self, fn: Callable, *args, **kwargs):
         loop = asyncio.get_running_loop()
@@ -55,11 +58,17 @@ class Engine:
 
     # -- task lifecycle -------------------------------------------------------------
     def ensure_image(self, image: str, policy: str) -> None:
+        # One inspect per image per IMAGE_CACHE_S: fifty replicas need not ask fifty times.
+        seen = self._images_present.get(image)
+        if policy != "always" and seen is not None and time.monotonic() - seen < IMAGE_CACHE_S:
+            return
         present = True
         try:
             self.api.inspect_image(image)
+            self._images_present[image] = time.monotonic()
         except ImageNotFound:
             present = False
+            self._images_present.pop(image, None)
         if present and policy != "always":
             return
         if policy == "never" or (not present and self.pulls_disabled):
