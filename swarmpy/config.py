@@ -28,6 +28,10 @@ class NodeConfig:
     labels: dict[str, str] = field(default_factory=dict)
     task_history_limit: int = defaults.TASK_HISTORY_LIMIT
     heartbeat_period: float = defaults.HEARTBEAT_PERIOD_S
+    api_addr: str = ""               # HOST:PORT for the API on TCP (mutual TLS only); "" = unix socket only
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @property
     def raft_addr(self) -> str:

@@ -10,7 +10,7 @@ import signal
 import socket
 
 from raft.store import ClusterStore, derive_raft_password
-from swarmpy import log
+from swarmpy import log, tls
 from swarmpy.config import NodeConfig, join_token
 from swarmpy.manager.allocator import Allocator
 from swarmpy.manager.controlapi import ControlAPI
@@ -52,7 +52,12 @@ class Daemon:
         await self.dispatcher.start(cfg.listen_host, cfg.port)
         self.api = HttpApi(self)
         _claim_socket(cfg.socket)
-        await self.api.start(cfg.socket)
+        tcp, ssl_context = None, None
+        if cfg.api_addr:
+            host, _, port = cfg.api_addr.rpartition(":")
+            tcp = (host or "0.0.0.0", int(port))
+            ssl_context = tls.server_context(tls.TLSFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key))
+        await self.api.start(cfg.socket, tcp, ssl_context)
         resources = discover(cfg.generic_resources)
         self.agent = Agent(cfg.node_id, ("127.0.0.1" if cfg.listen_host in ("0.0.0.0", "") else cfg.listen_host,
                                          cfg.port),

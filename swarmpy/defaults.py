@@ -3,6 +3,7 @@ import os
 
 API_VERSION = "v1"
 DEFAULT_SOCKET = os.environ.get("SWARMPY_DEFAULT_SOCKET", "/var/run/swarmpy.sock")
+API_TCP_PORT = 2390          # the API on TCP, mutual TLS only (dockerd's TLS port is 2376)
 DEFAULT_DATA_DIR = "/var/lib/swarmpy"
 CLUSTER_PORT = 2387          # dispatcher and join RPC; Raft listens on CLUSTER_PORT + 1. Not
                              # docker swarm's 2377, so both can run on one engine side by side.

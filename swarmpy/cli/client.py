@@ -8,9 +8,11 @@ import http.client
 import json
 import os
 import socket
+import ssl
 from urllib.parse import urlencode
 
 from swarmpy import defaults
+from swarmpy.tls import CERT_PATH_ENV, TLSFiles, client_context
 
 HOST_ENV = "SWARMPY_HOST"
 
@@ -25,12 +27,17 @@ class NoDaemon(DaemonError):
     pass
 
 
+def resolve_host(host: str | None) -> str:
+    return host or os.environ.get(HOST_ENV) or f"unix://{defaults.DEFAULT_SOCKET}"
+
+
 def socket_path(host: str | None) -> str:
-    host = host or os.environ.get(HOST_ENV) or f"unix://{defaults.DEFAULT_SOCKET}"
+    host = resolve_host(host)
     if host.startswith("unix://"):
         return host[len("unix://"):]
     if "://" in host:
-        raise DaemonError(0, f"unsupported host {host!r}: only unix:// sockets are served so far")
+        raise DaemonError(0, f"{host} is not a unix socket; this command needs the local daemon's "
+                             "socket (unix:///path)")
     return host
 
 
@@ -46,12 +53,33 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Client:
+    """Talks to `unix:///path`, or to `tcp://host:port` with mutual TLS (tls_files required)."""
+
+    tls_files: TLSFiles | None = None     # set once by the CLI from --tlscacert/--tlscert/--tlskey
+
     def __init__(self, host: str | None = None, timeout: float = 30.0) -> None:
-        self.path = socket_path(host)
+        self.host = resolve_host(host)
         self.timeout = timeout
+        self.path = self.host[len("unix://"):] if self.host.startswith("unix://") else self.host
+        if self.host.startswith("tcp://"):
+            addr = self.host[len("tcp://"):]
+            self.tcp = (addr.rpartition(":")[0], int(addr.rpartition(":")[2] or defaults.API_TCP_PORT))
+        elif "://" in self.host and not self.host.startswith("unix://"):
+            raise DaemonError(0, f"unsupported host {self.host!r}; use unix:///path or tcp://HOST:PORT")
+        else:
+            self.tcp = None
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self.tcp is None:
+            return _UnixConnection(self.path, timeout)
+        try:
+            context = client_context(self.tls_files or TLSFiles.from_flags(None, None, None))
+        except ValueError as exc:
+            raise DaemonError(0, f"{self.host}: {exc} (or set {CERT_PATH_ENV})") from None
+        return http.client.HTTPSConnection(self.tcp[0], self.tcp[1], timeout=timeout, context=context)
 
     def _request(self, method: str, url: str, body=None, query: dict | None = None, timeout=None):
-        conn = _UnixConnection(self.path, timeout or self.timeout)
+        conn = self._connection(timeout or self.timeout)
         if query:
             url += "?" + urlencode({k: v for k, v in query.items() if v is not None})
         payload = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
@@ -60,8 +88,11 @@ class Client:
                          headers={"Content-Type": "application/json"})
             return conn, conn.getresponse()
         except (FileNotFoundError, ConnectionRefusedError):
-            raise NoDaemon(0, f"Cannot connect to the swarmpy daemon at unix://{self.path}. "
+            raise NoDaemon(0, f"Cannot connect to the swarmpy daemon at {self.host}. "
                               "Is the swarmpy daemon running? (start one with: swarmpy init)") from None
+        except (ssl.SSLError, http.client.HTTPException, ConnectionError) as exc:
+            hint = " (is your certificate signed by the daemon's CA?)" if self.tcp else ""
+            raise DaemonError(0, f"the daemon at {self.host} closed the connection: {exc}{hint}") from None
 
     def call(self, method: str, url: str, body=None, query: dict | None = None):
         conn, resp = self._request(method, url, body, query)

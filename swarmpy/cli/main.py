@@ -6,7 +6,8 @@ import sys
 
 from swarmpy import defaults
 from swarmpy.cli import node, service, swarm
-from swarmpy.cli.client import DaemonError
+from swarmpy.cli.client import Client, DaemonError
+from swarmpy.tls import TLSFiles
 from swarmpy.cli.parser import USAGE_EXIT, Parser, UsageError
 
 
@@ -49,6 +50,9 @@ def build_parser() -> Parser:
     root = Parser(prog="swarmpy", description="A container orchestrator in the spirit of Docker swarm mode.")
     root.add_argument("-H", "--host", help="daemon socket to connect to (unix:///path); "
                                            "default $SWARMPY_HOST or unix://" + defaults.DEFAULT_SOCKET)
+    root.add_argument("--tlscacert", help="CA certificate for tcp:// hosts (default $SWARMPY_CERT_PATH/ca.pem)")
+    root.add_argument("--tlscert", help="client certificate for tcp:// hosts")
+    root.add_argument("--tlskey", help="client key for tcp:// hosts")
     sub = root.add_subparsers(dest="cmd", required=True, parser_class=Parser)
 
     p = sub.add_parser("init", help="create a cluster with this node as its first manager")
@@ -60,6 +64,11 @@ def build_parser() -> Parser:
     p.add_argument("--label", action="append", default=[], help="node label KEY=VALUE")
     p.add_argument("--hostname", help="the node's name (default: the host's)")
     p.add_argument("--task-history-limit", type=int, default=defaults.TASK_HISTORY_LIMIT)
+    p.add_argument("--api-addr", help=f"also serve the API on TCP at HOST[:PORT] (default port "
+                                      f"{defaults.API_TCP_PORT}); needs the three --api-tls* files")
+    p.add_argument("--api-tlscacert", help="CA that signs the certificates of clients allowed in")
+    p.add_argument("--api-tlscert", help="the API server's certificate")
+    p.add_argument("--api-tlskey", help="the API server's key")
     p.set_defaults(func=swarm.init)
 
     p = sub.add_parser("join", help="join a cluster")
@@ -137,6 +146,8 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if args.tlscacert or args.tlscert or args.tlskey:
+            Client.tls_files = TLSFiles.from_flags(args.tlscacert, args.tlscert, args.tlskey)
         return args.func(args) or 0
     except UsageError as exc:
         print(exc, file=sys.stderr)

@@ -11,6 +11,7 @@ from swarmpy.cli.client import Client, DaemonError, NoDaemon, socket_path
 from swarmpy.cli.output import dump_json
 from swarmpy.config import NodeConfig, new_secret
 from swarmpy.models import new_id
+from swarmpy.tls import TLSFiles
 from worker.resources import parse_generic_resources
 
 ALREADY_IN_SWARM = ('This node is already part of a swarm. Use "swarmpy leave" to leave this swarm '
@@ -26,8 +27,8 @@ def _daemon_answers(client: Client) -> bool:
         return False
 
 
-def _split_addr(text: str, flag: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":") if ":" in text else (text, "", str(defaults.CLUSTER_PORT))
+def _split_addr(text: str, flag: str, default_port: int = defaults.CLUSTER_PORT) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", str(default_port))
     if not port.isdigit() or not 0 < int(port) < 65535:
         raise DaemonError(0, f'invalid argument "{text}" for "{flag}" flag: use HOST or HOST:PORT')
     return host or "0.0.0.0", int(port)
@@ -45,6 +46,7 @@ def init(args) -> int:
         parse_generic_resources(args.generic_resource)
     except ValueError as exc:
         raise DaemonError(0, f'invalid argument for "--generic-resource" flag: {exc}') from None
+    api_addr, tls_files = _api_tcp(args)
     config = NodeConfig(node_id=new_id(), cluster_id=new_id(), cluster_secret=new_secret(),
                         role="manager", data_dir=data_dir, socket=socket_path(args.host),
                         listen_host=listen_host, port=port,
@@ -53,7 +55,8 @@ def init(args) -> int:
                         hostname=args.hostname or "", generic_resources=args.generic_resource,
                         labels=dict(label.split("=", 1) if "=" in label else (label, "")
                                     for label in args.label),
-                        task_history_limit=args.task_history_limit)
+                        task_history_limit=args.task_history_limit, api_addr=api_addr,
+                        tls_ca=tls_files.ca, tls_cert=tls_files.cert, tls_key=tls_files.key)
     config.save()
     try:
         start_daemon(config)
@@ -66,6 +69,19 @@ def init(args) -> int:
     print(f"    swarmpy join --token {tokens['worker']} {config.advertise_addr}:{config.port}\n")
     print("To add a manager to this swarm, run 'swarmpy join-token manager' and follow the instructions.")
     return 0
+
+
+def _api_tcp(args) -> tuple[str, TLSFiles]:
+    if not args.api_addr:
+        return "", TLSFiles("", "", "")
+    host, port = _split_addr(args.api_addr, "--api-addr", defaults.API_TCP_PORT)
+    files = TLSFiles(*(os.path.abspath(p) if p else "" for p in
+                       (args.api_tlscacert, args.api_tlscert, args.api_tlskey)))
+    try:
+        files.check()
+    except ValueError as exc:
+        raise DaemonError(0, str(exc).replace("--tls", "--api-tls")) from None
+    return f"{host}:{port}", files
 
 
 def start_daemon(config: NodeConfig) -> None:

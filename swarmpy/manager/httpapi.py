@@ -70,10 +70,15 @@ class HttpApi:
         r.add_post(f"{V}/leave", self.leave)
         self._runner: web.AppRunner | None = None
 
-    async def start(self, socket_path: str) -> None:
+    async def start(self, socket_path: str, tcp: tuple[str, int] | None = None, ssl_context=None) -> None:
+        """Serve on the unix socket and, given a mutual-TLS context, on TCP too."""
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.UnixSite(self._runner, socket_path).start()
+        if tcp is not None:
+            if ssl_context is None:
+                raise ValueError("the API is never served on TCP without TLS")
+            await web.TCPSite(self._runner, tcp[0], tcp[1], ssl_context=ssl_context).start()
 
     async def stop(self) -> None:
         if self._runner:

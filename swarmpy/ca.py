@@ -1,0 +1,81 @@
+"""A small certificate authority: the cluster's root CA and the certificates it signs.
+
+Certificates name the node id as CN and the role as OU (`swarm-manager`,
+`swarm-worker`, `swarm-client`), as swarm's do.  Keys are ECDSA P-256.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROOT_VALIDITY = dt.timedelta(days=20 * 365)
+NODE_VALIDITY = dt.timedelta(days=90)          # swarm's default node certificate expiry
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def _name(cn: str, ou: str | None = None, org: str | None = None) -> x509.Name:
+    parts = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if ou:
+        parts.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, ou))
+    if org:
+        parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    return x509.Name(parts)
+
+
+def _key_pem(key) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def new_root(cluster_id: str) -> KeyPair:
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    name = _name("swarmpy-root-ca", org=cluster_id)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + ROOT_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def issue(root: KeyPair, node_id: str, role: str, hosts: list[str] | None = None) -> KeyPair:
+    """A certificate for a node or client, usable for both TLS ends (mutual TLS)."""
+    ca_cert = x509.load_pem_x509_certificate(root.cert_pem)
+    ca_key = serialization.load_pem_private_key(root.key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    sans = [x509.DNSName(node_id)] + [x509.DNSName(h) for h in hosts or [] if not h[0].isdigit()]
+    builder = (x509.CertificateBuilder().subject_name(_name(node_id, f"swarm-{role}"))
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+               .not_valid_after(now + NODE_VALIDITY)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                     ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+               .add_extension(x509.SubjectAlternativeName(sans), critical=False))
+    cert = builder.sign(ca_key, hashes.SHA256())
+    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def write(pair: KeyPair, cert_path: str, key_path: str) -> None:
+    import os
+    with open(cert_path, "wb") as f:
+        f.write(pair.cert_pem)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pair.key_pem)
