@@ -95,6 +95,11 @@ def build_parser() -> Parser:
     _common(p, fmt=True)
     p.set_defaults(func=swarm.info)
 
+    p = sub.add_parser("events", help="follow changes to the cluster state")
+    p.add_argument("--kind", choices=["nodes", "services", "tasks", "networks", "secrets", "configs"])
+    _common(p, fmt=True)
+    p.set_defaults(func=swarm.events)
+
     nodes = sub.add_parser("node", help="manage nodes").add_subparsers(dest="sub", required=True,
                                                                        parser_class=Parser)
     p = nodes.add_parser("ls", aliases=["list"])

@@ -1,6 +1,7 @@
 """`swarmpy init`, `join`, `leave`, `join-token`, `daemon`, `info`: the node's membership."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -155,4 +156,25 @@ def info(args) -> int:
     else:
         for key in ("node_id", "hostname", "role", "is_leader", "node_state", "addr", "data_dir", "version"):
             print(f"{key}: {data[key]}")
+    return 0
+
+
+def events(args) -> int:
+    """Print cluster changes as they are committed, as `docker events` does."""
+    query = {"kind": args.kind} if args.kind else None
+    buffer = b""
+    try:
+        for chunk in Client(args.host).stream("/events", query=query):
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                ev = json.loads(line)
+                if args.format == "json":
+                    print(line.decode(), flush=True)
+                    continue
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(ev["time"]))
+                name = f" (name={ev['name']})" if ev.get("name") else ""
+                print(f"{stamp} {ev['kind'][:-1]} {ev['action']} {ev['id']}{name}", flush=True)
+    except KeyboardInterrupt:
+        pass
     return 0

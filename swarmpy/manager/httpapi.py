@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -68,6 +69,7 @@ class HttpApi:
         r.add_get(f"{V}/services/{{ref}}/logs", self.service_logs)
         r.add_get(f"{V}/tasks", self.tasks)
         r.add_post(f"{V}/leave", self.leave)
+        r.add_get(f"{V}/events", self.events)
         self._runner: web.AppRunner | None = None
 
     async def start(self, socket_path: str, tcp: tuple[str, int] | None = None, ssl_context=None) -> None:
@@ -149,6 +151,30 @@ class HttpApi:
                 await response.write(b"".join(prefix + line + b"\n" for line in lines))
         if pending:
             await response.write(prefix + pending + b"\n")
+
+    async def events(self, request):
+        """Committed changes as JSON lines: {"action", "kind", "id", "name", "index"}; follows until
+        the client goes.  Cluster-object events are left out: they carry the join tokens."""
+        kinds = set(request.query.getall("kind", [])) or None
+        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        queue = self.daemon.store.watch()
+        try:
+            while True:
+                lines = []
+                for e in await queue.get():
+                    if e.kind == "cluster" or (kinds and e.kind not in kinds):
+                        continue
+                    name = (e.obj.get("spec") or {}).get("name") if e.kind != "tasks" else None
+                    lines.append(json.dumps({"action": e.action, "kind": e.kind, "id": e.obj["id"],
+                                             "name": name, "index": e.index, "time": time.time()}) + "\n")
+                if lines:
+                    await response.write("".join(lines).encode())
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            self.daemon.store.unwatch(queue)
+        return response
 
     async def leave(self, request):
         force = request.query.get("force", "") in ("1", "true")
