@@ -50,9 +50,13 @@ class Channel:
             (length,) = _HEADER.unpack(header)
             if length > MAX_FRAME:
                 raise ChannelClosed(f"frame of {length} bytes is over the {MAX_FRAME} limit")
-            message = msgpack.unpackb(await self._reader.readexactly(length), raw=False)
+            payload = await self._reader.readexactly(length)
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             raise ChannelClosed(str(exc)) from exc
+        try:
+            message = msgpack.unpackb(payload, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:   # bad msgpack or UTF-8, extra bytes
+            raise ChannelClosed(f"malformed frame: {exc!r}") from exc
         if not isinstance(message, dict) or "type" not in message:
             raise ChannelClosed("malformed frame: not a map with a type")
         return message

@@ -98,7 +98,7 @@ def parse_service_spec(data) -> ServiceSpec:
         if not data.get(required):
             raise SpecError(required, "is required")
     name = _require_type("name", data["name"], str, "a string")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise SpecError("name", f"{name!r} is invalid; use letters, digits, '_', '.', '-' "
                                 "(up to 63 characters, starting with a letter or digit)")
     spec = ServiceSpec(name=name, image=_require_type("image", data["image"], str, "an image reference"))

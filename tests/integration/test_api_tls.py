@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from conftest import free_port_pair
+from swarmtest import free_port_pair
 
 from swarmpy import ca
 

@@ -55,8 +55,9 @@ class SlotPlan:
         start_at = task.get("start_at")
         if task["desired_state"] == int(TaskState.READY) and start_at:
             if start_at <= now():
+                # if_lt: a removal committed since this pass read the task must win
                 self.ops.append({"op": "patch", "kind": "tasks", "id": task["id"], "skip_missing": True,
-                                 "set": {"desired_state": RUNNING}})
+                                 "set": {"desired_state": RUNNING}, "if_lt": {"desired_state": RUNNING}})
             else:
                 self.timers.append(start_at)
 

@@ -28,9 +28,12 @@ class NodeInfo:
                    _generic_free(res.get("generic", {})))
         for task in tasks:
             # Only placed tasks hold resources: a global task names its node before it is placed.
-            if (TaskState.ASSIGNED <= task["status"]["state"] <= TaskState.RUNNING
-                    and task["desired_state"] <= TaskState.RUNNING):
-                info.add_task(task, task.get("assigned_generic") or {})
+            # A task being stopped (desired > RUNNING) holds them until it has stopped, as in
+            # SwarmKit, so its GPUs are not handed out while its container still runs; it no
+            # longer counts towards spreading or max replicas per node.
+            if TaskState.ASSIGNED <= task["status"]["state"] <= TaskState.RUNNING:
+                info.add_task(task, task.get("assigned_generic") or {},
+                              active=task["desired_state"] <= TaskState.RUNNING)
         return info
 
     @property
@@ -60,7 +63,7 @@ class NodeInfo:
             assigned[kind] = free[:count] if isinstance(free, list) else count
         return assigned
 
-    def add_task(self, task: dict, assigned_generic: dict) -> None:
+    def add_task(self, task: dict, assigned_generic: dict, active: bool = True) -> None:
         res = task["spec"].get("reservations", {})
         self.free_cpus -= res.get("nano_cpus", 0)
         self.free_memory -= res.get("memory_bytes", 0)
@@ -71,5 +74,6 @@ class NodeInfo:
                 self.free_generic[kind] = [r for r in free if r not in taken]
             elif free is not None:
                 self.free_generic[kind] = free - int(value)
-        self.service_tasks[task["service_id"]] += 1
-        self.total_tasks += 1
+        if active:
+            self.service_tasks[task["service_id"]] += 1
+            self.total_tasks += 1

@@ -1,0 +1,115 @@
+"""Shared fixtures for swarmpy's tests.
+
+Integration tests (everything under tests/integration, or marked
+`pytest.mark.integration`) run real swarmpy daemons against the local Docker
+engine and are skipped when no engine answers.  They never pull: the test image
+is built locally from the host's busybox.
+
+The pieces:
+
+* `docker_client` (session): a docker SDK client; skips when dockerd does not answer.
+* `test_image` (session): the name of the busybox image, built once if missing.
+* `make_cluster` (function) / `module_cluster_factory` (module): factories that
+  `swarmpy init` a one-node cluster in a fresh data dir, with free ports and a
+  unique socket, and tear every cluster they made down afterwards.
+* `cluster` (module): one shared one-node cluster for tests whose state does
+  not interfere (use unique service names).
+
+A `Cluster` runs the CLI against its own socket (`cli`), calls the HTTP API
+(`api`), polls (`wait_for`, `stays_true`) and sees its own containers only
+(`containers`: filtered by the node-id label); it and the other helpers are in
+tests/swarmtest.py, which test modules import.  Teardown always runs
+`leave --force`, kills the daemon if it is still alive, removes any container
+still labelled with the node's id, and removes the data dir and socket.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for `import swarmtest` in any import mode
+from swarmtest import TEST_IMAGE, Cluster, ClusterFactory, build_test_image  # noqa: E402
+
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+# -- marking and skipping ------------------------------------------------------------------
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if INTEGRATION_DIR in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+_docker_problem: list[str] = []          # cached reason why Docker is unusable, "" if usable
+
+
+def _docker_unavailable() -> str:
+    if not _docker_problem:
+        try:
+            import docker
+            client = docker.from_env(timeout=10)
+            client.ping()
+            client.close()
+            _docker_problem.append("")
+        except Exception as exc:     # no SDK, no socket, no permission, engine down
+            _docker_problem.append(f"no Docker engine answers: {exc}")
+    return _docker_problem[0]
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("integration") is not None:
+        reason = _docker_unavailable()
+        if reason:
+            pytest.skip(reason)
+
+
+# -- Docker and the test image ---------------------------------------------------------------
+@pytest.fixture(scope="session")
+def docker_client():
+    reason = _docker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import docker
+    client = docker.from_env(timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def test_image(docker_client) -> str:
+    """The busybox test image, imported from the host's /bin/busybox once (never pulled)."""
+    import docker.errors
+    try:
+        docker_client.images.get(TEST_IMAGE)
+    except docker.errors.ImageNotFound:
+        busybox = shutil.which("busybox") or "/bin/busybox"
+        if not os.path.exists(busybox):
+            pytest.skip(f"{TEST_IMAGE} is missing and there is no busybox binary to build it from")
+        build_test_image(docker_client, TEST_IMAGE, busybox)
+    return TEST_IMAGE
+
+
+@pytest.fixture
+def make_cluster(docker_client, test_image, tmp_path_factory):
+    """A factory: `make_cluster(*init_flags, hostname=...)` -> a started Cluster, torn down after the test."""
+    factory = ClusterFactory(docker_client, test_image, tmp_path_factory)
+    yield factory
+    factory.teardown()
+
+
+@pytest.fixture(scope="module")
+def module_cluster_factory(docker_client, test_image, tmp_path_factory):
+    """Like make_cluster, but its clusters live until the end of the module."""
+    factory = ClusterFactory(docker_client, test_image, tmp_path_factory)
+    yield factory
+    factory.teardown()
+
+
+@pytest.fixture(scope="module")
+def cluster(module_cluster_factory) -> Cluster:
+    """One one-node cluster shared by the tests of a module: use unique service names."""
+    return module_cluster_factory(hostname="swarmpy-test")

@@ -1,0 +1,221 @@
+"""raft/store.py: a real single-node pysyncobj ClusterStore on a free port in a tmp dir."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from raft.errors import ConflictError, ExistsError, NotFoundError, StoreError
+from raft.store import ClusterStore, derive_raft_password
+
+pytestmark = pytest.mark.timeout(30)
+
+PASSWORD = derive_raft_password("unit-test-secret")
+
+
+def open_store(data_dir, port) -> ClusterStore:
+    return ClusterStore(f"127.0.0.1:{port}", [], str(data_dir), PASSWORD)
+
+
+async def ready(store: ClusterStore) -> ClusterStore:
+    await store.wait_ready(timeout=10)
+    return store
+
+
+async def next_events(queue: asyncio.Queue, timeout: float = 3.0) -> list:
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+def service(obj_id: str, name: str) -> dict:
+    return {"id": obj_id, "spec": {"name": name, "replicas": 1}}
+
+
+def test_password_is_required(tmp_path, free_port):
+    with pytest.raises(ValueError, match="password"):
+        ClusterStore(f"127.0.0.1:{free_port}", [], str(tmp_path), "")
+
+
+def test_derived_password_is_stable_and_secret_dependent():
+    assert derive_raft_password("a") == derive_raft_password("a")
+    assert derive_raft_password("a") != derive_raft_password("b")
+    assert len(derive_raft_password("a")) == 64
+
+
+def test_commit_reads_and_status(tmp_path, free_port):
+    async def main():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            assert store.is_ready() and store.is_leader()
+            assert store.leader() == f"127.0.0.1:{free_port}"
+            result = await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")}])
+            assert result["ok"] is True and result["versions"] == [result["index"]]
+            assert store.get("services", "s1")["version"] == result["index"]
+            assert store.by_name("services", "web")["id"] == "s1"
+            assert [s["id"] for s in store.list("services")] == ["s1"]
+            status = store.status()
+            assert status["leader"] == status["self"] == f"127.0.0.1:{free_port}"
+            assert status["commit_index"] >= 1 and status["term"] >= 1
+        finally:
+            store.close()
+    asyncio.run(main())
+
+
+def test_commit_errors_map_to_exceptions_and_write_nothing(tmp_path, free_port):
+    async def main():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")}])
+            await store.commit([{"op": "patch", "kind": "services", "id": "s1", "set": {"n": 1}}])
+            index = store.tables.index
+
+            with pytest.raises(ConflictError, match="update out of sequence") as exc:
+                await store.commit([{"op": "update", "kind": "services", "obj": service("s1", "web"),
+                                     "expect": 1}])
+            assert exc.value.status == 409
+            with pytest.raises(ExistsError):
+                await store.commit([{"op": "create", "kind": "services", "obj": service("s2", "db")},
+                                    {"op": "create", "kind": "services", "obj": service("s3", "web")}])
+            with pytest.raises(NotFoundError):
+                await store.commit([{"op": "delete", "kind": "services", "id": "nope"}])
+            with pytest.raises(StoreError, match="malformed"):
+                await store.commit([{"op": "create", "kind": "services"}])
+
+            assert store.tables.index == index
+            assert store.get("services", "s2") is None
+            assert store.get("services", "s1")["n"] == 1
+        finally:
+            store.close()
+    asyncio.run(main())
+
+
+def test_watch_receives_each_transaction_events(tmp_path, free_port):
+    async def main():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            queue = store.watch()
+            other = store.watch()
+            await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")},
+                                {"op": "create", "kind": "tasks",
+                                 "obj": {"id": "t1", "service_id": "s1", "node_id": None}}])
+            events = await next_events(queue)
+            assert [(e.action, e.kind, e.obj["id"]) for e in events] == [
+                ("create", "services", "s1"), ("create", "tasks", "t1")]
+            assert len({e.index for e in events}) == 1
+            assert [e.obj["id"] for e in await next_events(other)] == ["s1", "t1"]
+
+            store.unwatch(other)
+            await store.commit([{"op": "patch", "kind": "tasks", "id": "t1", "set": {"node_id": "n1"}}])
+            events = await next_events(queue)
+            assert [(e.action, e.obj["node_id"]) for e in events] == [("update", "n1")]
+
+            # a rejected transaction and one whose only op is skipped publish nothing
+            with pytest.raises(NotFoundError):
+                await store.commit([{"op": "delete", "kind": "tasks", "id": "nope"}])
+            await store.commit([{"op": "delete", "kind": "tasks", "id": "nope", "skip_missing": True}])
+            await store.commit([{"op": "delete", "kind": "tasks", "id": "t1"}])
+            events = await next_events(queue)
+            assert [(e.action, e.obj["id"]) for e in events] == [("delete", "t1")]
+            assert queue.empty()
+            assert other.empty()
+        finally:
+            store.close()
+    asyncio.run(main())
+
+
+def test_state_persists_across_restart(tmp_path, free_port):
+    async def first():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")},
+                                {"op": "create", "kind": "tasks",
+                                 "obj": {"id": "t1", "service_id": "s1", "node_id": "n1"}}])
+            for i in range(5):
+                await store.commit([{"op": "patch", "kind": "services", "id": "s1", "set": {"n": i}}])
+            await store.commit([{"op": "create", "kind": "services", "obj": service("s2", "old")}])
+            await store.commit([{"op": "delete", "kind": "services", "id": "s2"}])
+            return store.tables.index
+        finally:
+            store.close()
+
+    async def second(index_before):
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            assert store.tables.index == index_before
+            s1 = store.get("services", "s1")
+            assert s1["n"] == 4 and s1["version"] == index_before - 2
+            assert store.by_name("services", "web")["id"] == "s1"
+            assert store.get("services", "s2") is None and store.by_name("services", "old") is None
+            assert store.tables.tasks_by_service == {"s1": {"t1"}}
+            assert store.tables.tasks_by_node == {"n1": {"t1"}}
+            # still writable, versions continue from the restored index, watchers still work
+            queue = store.watch()
+            result = await store.commit([{"op": "patch", "kind": "services", "id": "s1", "set": {"n": 99},
+                                          "expect": s1["version"]}])
+            assert result["index"] == index_before + 1
+            assert [e.obj["n"] for e in await next_events(queue)] == [99]
+        finally:
+            store.close()
+
+    index = asyncio.run(first())
+    assert os.path.exists(tmp_path / "raft.journal")
+    asyncio.run(second(index))
+
+
+def test_state_persists_from_snapshot_dump(tmp_path, free_port):
+    """After log compaction the state comes back from the full dump (plus later journal entries)."""
+    async def first():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")},
+                                {"op": "create", "kind": "tasks",
+                                 "obj": {"id": "t1", "service_id": "s1", "node_id": "n1"}}])
+            store._raft.forceLogCompaction()
+            dump = tmp_path / "raft.dump"
+            for _ in range(300):
+                if dump.exists() and dump.stat().st_size > 0:
+                    break
+                await asyncio.sleep(0.01)
+            assert dump.exists(), "log compaction did not write the dump"
+            await asyncio.sleep(0.1)
+            await store.commit([{"op": "patch", "kind": "services", "id": "s1", "set": {"after": True}}])
+        finally:
+            store.close()
+
+    async def second():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            s1 = store.get("services", "s1")
+            assert s1 is not None and s1.get("after") is True
+            assert store.by_name("services", "web")["id"] == "s1"
+            assert store.tables.tasks_by_node == {"n1": {"t1"}}
+            queue = store.watch()
+            await store.commit([{"op": "delete", "kind": "tasks", "id": "t1"}])
+            assert [(e.action, e.obj["id"]) for e in await next_events(queue)] == [("delete", "t1")]
+            assert store.tables.tasks_by_node == {}
+        finally:
+            store.close()
+
+    asyncio.run(first())
+    asyncio.run(second())
+
+
+def test_many_concurrent_commits_all_apply(tmp_path, free_port):
+    async def main():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            results = await asyncio.gather(*(
+                store.commit([{"op": "create", "kind": "nodes", "obj": {"id": f"n{i}"}}]) for i in range(50)))
+            assert sorted(r["index"] for r in results) == list(range(1, 51))
+            assert len(store.list("nodes")) == 50
+        finally:
+            store.close()
+    asyncio.run(main())
