@@ -151,6 +151,12 @@ class Tables:
                 new = None
             else:
                 raise StoreError(f"unknown operation {action!r}")
+            if new is not None and kind == "tasks":
+                for key in ("service_id", "node_id"):
+                    if not isinstance(new.get(key), (str, type(None))):
+                        raise StoreError(f"task {obj_id}: {key} must be a string or null")
+            if new is not None and new.get("id") != obj_id:
+                raise StoreError(f"{kind[:-1]} {obj_id}: an object's id cannot change")
             if kind in NAMED_KINDS:
                 self._check_name(kind, obj_id, cur, new, name_owner, staged_names)
             staged[(kind, obj_id)] = new

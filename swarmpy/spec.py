@@ -5,6 +5,7 @@ spec is rejected whole and nothing is half-applied.
 """
 from __future__ import annotations
 
+import math
 import re
 
 from swarmpy.manager.scheduler import constraint
@@ -67,16 +68,26 @@ def _resources(field: str, value) -> Resources:
                      generic=dict(generic))
 
 
+def _seconds(field: str, value) -> float:
+    _require_type(field, value, (int, float), "a number of seconds")
+    if not math.isfinite(value) or value < 0:
+        raise SpecError(field, f"must be a finite, non-negative number of seconds, got {value}")
+    return float(value)
+
+
 def _restart_policy(value) -> RestartPolicy:
     _require_type("restart_policy", value, dict, "an object")
+    known = set(RestartPolicy.__dataclass_fields__)
+    unknown = set(value) - known
+    if unknown:
+        raise SpecError(f"restart_policy.{sorted(unknown)[0]}",
+                        f"unknown field; use {', '.join(sorted(known))}")
     policy = from_dict(RestartPolicy, value)
     if policy.condition not in RESTART_CONDITIONS:
         raise SpecError("restart_policy.condition",
                         f"must be one of {', '.join(RESTART_CONDITIONS)}, got {policy.condition!r}")
     for name in ("delay", "window"):
-        v = _require_type(f"restart_policy.{name}", getattr(policy, name), (int, float), "a number of seconds")
-        if v < 0:
-            raise SpecError(f"restart_policy.{name}", f"must not be negative, got {v}")
+        _seconds(f"restart_policy.{name}", getattr(policy, name))
     _non_negative_int("restart_policy.max_attempts", policy.max_attempts)
     return policy
 
@@ -112,9 +123,11 @@ def parse_service_spec(data) -> ServiceSpec:
     spec.mode = data.get("mode", spec.mode)
     if spec.mode not in MODES:
         raise SpecError("mode", f"must be replicated or global, got {spec.mode!r}")
-    spec.replicas = _non_negative_int("replicas", data.get("replicas", spec.replicas))
-    if spec.mode == "global" and "replicas" in data and data["replicas"] not in (None, 1):
-        raise SpecError("replicas", "replicas can only be used with replicated mode")
+    if spec.mode == "global":
+        if data.get("replicas") not in (None, 1):
+            raise SpecError("replicas", "replicas can only be used with replicated mode")
+    else:
+        spec.replicas = _non_negative_int("replicas", data.get("replicas", spec.replicas))
     spec.constraints = _string_list("constraints", data.get("constraints", []))
     for i, c in enumerate(spec.constraints):
         validate_constraint(f"constraints[{i}]", c)
@@ -128,11 +141,7 @@ def parse_service_spec(data) -> ServiceSpec:
     if spec.limits.generic:
         raise SpecError("limits.generic", "generic resources can only be reserved, not limited")
     spec.restart_policy = _restart_policy(data.get("restart_policy", {}))
-    grace = _require_type("stop_grace_period", data.get("stop_grace_period", spec.stop_grace_period),
-                          (int, float), "a number of seconds")
-    if grace < 0:
-        raise SpecError("stop_grace_period", f"must not be negative, got {grace}")
-    spec.stop_grace_period = float(grace)
+    spec.stop_grace_period = _seconds("stop_grace_period", data.get("stop_grace_period", spec.stop_grace_period))
     spec.pull = data.get("pull", spec.pull)
     if spec.pull not in PULL_POLICIES:
         raise SpecError("pull", f"must be one of always, missing, never, got {spec.pull!r}")

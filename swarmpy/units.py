@@ -1,6 +1,7 @@
 """Parsing of the human units the CLI and compose files use (docker's rules)."""
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgtp]?)(i?b?)\s*$", re.IGNORECASE)
@@ -28,6 +29,8 @@ def parse_cpus(text: str | float | int) -> int:
         value = float(text)
     except (TypeError, ValueError):
         raise ValueError(f"invalid CPU value: '{text}'; use a number such as 0.5") from None
+    if not math.isfinite(value):
+        raise ValueError(f"invalid CPU value: '{text}'; use a number such as 0.5")
     if value < 0:
         raise ValueError(f"invalid CPU value: '{text}'; it must not be negative")
     return int(round(value * 1e9))
@@ -36,12 +39,13 @@ def parse_cpus(text: str | float | int) -> int:
 def parse_duration(text: str | int | float) -> float:
     """Go-style durations: '5s', '1m30s', '300ms' -> seconds; a bare number is seconds."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        return float(text)
+        return _valid_seconds(float(text), text)
     text = str(text).strip()
     try:
-        return float(text)
-    except ValueError:
-        pass
+        return _valid_seconds(float(text), text)
+    except ValueError as exc:
+        if "invalid duration" in str(exc):
+            raise
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != pos:
@@ -51,6 +55,12 @@ def parse_duration(text: str | int | float) -> float:
     if pos != len(text) or not text:
         raise ValueError(f"invalid duration: '{text}'; use a duration such as 5s or 1m30s")
     return total
+
+
+def _valid_seconds(value: float, text) -> float:
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"invalid duration: '{text}'; use a non-negative duration such as 5s or 1m30s")
+    return value
 
 
 def format_bytes(n: int) -> str:

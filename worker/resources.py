@@ -50,10 +50,14 @@ def parse_generic_resources(items: list[str]) -> dict[str, list[str] | int]:
         if value.isdigit():
             if isinstance(out.get(kind), list):
                 raise ValueError(f"generic resource {kind} mixes named ids and a count; use one form")
+            if kind in out:
+                raise ValueError(f"generic resource {kind} is declared twice; declare its count once")
             out[kind] = int(value)
         else:
             if isinstance(out.get(kind), int):
                 raise ValueError(f"generic resource {kind} mixes named ids and a count; use one form")
+            if value in out.get(kind, []):
+                raise ValueError(f"generic resource {kind}={value} is declared twice")
             out.setdefault(kind, []).append(value)
     return out
 

@@ -53,15 +53,11 @@ def test_parse_rejects_unsupported_keys(text):
         parse(text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG constraint.parse: the empty-label-name check compares against "
-                                       "len('node.labels.'), so 'engine.labels.' (longer prefix) with no name passes")
 def test_parse_rejects_engine_label_without_name():
     with pytest.raises(ValueError):
         parse("engine.labels.==x")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG constraint._EXPR: `\\s*(.+?)\\s*$` backtracks so a blank value "
-                                       "parses as Constraint(value=' '); SwarmKit trims and rejects it")
 def test_parse_rejects_blank_value():
     with pytest.raises(ValueError):
         parse("node.role ==  ")
@@ -197,8 +193,6 @@ def test_pipeline_equal_counts_keep_filter_order():
         "scheduling constraints not satisfied on 1 node)")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG filters.Pipeline.explain sorts reasons by filter index; SwarmKit's "
-                                       "Pipeline.Explain sorts them by failure count, most first")
 def test_pipeline_explain_lists_most_failures_first():
     spec = {"constraints": ["node.role==manager"]}
     nodes = [node("a", state="down"), node("b"), node("c")]

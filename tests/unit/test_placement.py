@@ -300,9 +300,10 @@ def test_mixed_reasons():
     decisions = place(pending(svc, 2), infos_for(nodes))
     assert decisions[0].node_id == "fits"
     assert decisions[1].node_id is None
-    # 'fits' is full after the first task: charged to resources too
-    assert decisions[1].explanation == ("no suitable node (1 node not available for new tasks; "
-                                        "insufficient resources on 2 nodes; "
+    # 'fits' is full after the first task: charged to resources too.  SwarmKit's order:
+    # most rejected nodes first, ties in pipeline order.
+    assert decisions[1].explanation == ("no suitable node (insufficient resources on 2 nodes; "
+                                        "1 node not available for new tasks; "
                                         "scheduling constraints not satisfied on 1 node)")
 
 

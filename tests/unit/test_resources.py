@@ -56,16 +56,11 @@ def test_parse_rejects_mixing_ids_and_count(items):
         parse_generic_resources(items)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG worker/resources.parse_generic_resources: a repeated discrete kind "
-                                       "(SSD=2, SSD=3) silently keeps the last count; SwarmKit's genericresource."
-                                       "Parse rejects it")
 def test_parse_rejects_repeated_count():
     with pytest.raises(ValueError):
         parse_generic_resources(["SSD=2", "SSD=3"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG worker/resources.parse_generic_resources: a repeated named id is "
-                                       "kept twice, so one task reserving 2 can be given the same UUID twice")
 def test_parse_rejects_or_dedupes_repeated_id():
     try:
         parsed = parse_generic_resources(["NVIDIA-GPU=GPU-a", "NVIDIA-GPU=GPU-a"])

@@ -154,21 +154,15 @@ def test_env_without_value_passes_through():
     assert parse_service_spec(base(env=["KEY"])).env == ["KEY"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG swarmpy/spec.py: restart_policy goes through from_dict, which "
-                                       "silently drops unknown keys, unlike reservations/limits and the top level")
 def test_unknown_restart_policy_field_is_named():
     bad(base(restart_policy={"condition": "none", "max_attempt": 3}), "restart_policy.max_attempt",
         "unknown field")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG swarmpy/spec.py: the global-mode check allows replicas None, but "
-                                       "_non_negative_int('replicas', None) runs first and rejects it")
 def test_global_mode_accepts_null_replicas():
     assert parse_service_spec(base(mode="global", replicas=None)).mode == "global"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG swarmpy/spec.py: non-finite numbers (JSON NaN/Infinity, which "
-                                       "json.loads accepts) pass the 'not negative' checks")
 @pytest.mark.parametrize("data, field", [
     (base(stop_grace_period=float("nan")), "stop_grace_period"),
     (base(stop_grace_period=float("inf")), "stop_grace_period"),

@@ -277,8 +277,6 @@ def test_apply_never_raises_on_garbage():
     assert t.index == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG raft/tables.py: an unhashable task service_id/node_id passes "
-                                       "_plan and makes _write raise after earlier ops were written")
 def test_unhashable_task_index_key_is_rejected_without_partial_write():
     t = Tables()
     before = snapshot(t)
@@ -467,8 +465,6 @@ def test_many_tasks_index_consistency():
     assert len(t.list("tasks")) == 40
 
 
-@pytest.mark.xfail(strict=True, reason="BUG raft/tables.py _plan: a patch may set 'id', and _write then stores "
-                                       "the object under the new id while the old one stays (a duplicate)")
 def test_patch_cannot_change_an_objects_id():
     t = Tables()
     ok(t, [create("tasks", task("t1", "s1", "n1"))])

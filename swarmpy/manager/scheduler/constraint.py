@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_EXPR = re.compile(r"^\s*([\w.\-]+)\s*(==|!=)\s*(.+?)\s*$")
+_EXPR = re.compile(r"^\s*([\w.\-]+)\s*(==|!=)(.*)$")
 KEYS = ("node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch")
 PREFIXES = ("node.labels.", "engine.labels.")
 
@@ -31,7 +31,11 @@ def parse(text: str) -> Constraint:
     if not match:
         raise ValueError(f"constraint expression {text!r} is invalid; use KEY==VALUE or KEY!=VALUE")
     key, op, value = match.groups()
-    if key not in KEYS and not (key.startswith(PREFIXES) and len(key) > len("node.labels.")):
+    value = value.strip()
+    if not value:
+        raise ValueError(f"constraint expression {text!r} has no value; use KEY==VALUE or KEY!=VALUE")
+    prefix = next((p for p in PREFIXES if key.startswith(p)), None)
+    if key not in KEYS and not (prefix and len(key) > len(prefix)):
         raise ValueError(f"constraint key {key!r} is not supported; use one of {', '.join(KEYS)}, "
                          "node.labels.KEY or engine.labels.KEY")
     return Constraint(key, op == "==", value)

@@ -70,5 +70,7 @@ class Pipeline:
         return True
 
     def explain(self) -> str:
-        parts = [self.filters[i].explain(n) for i, n in sorted(self.failures.items())]
+        # SwarmKit's order: the reason that rejected the most nodes first.
+        ranked = sorted(self.failures.items(), key=lambda item: (-item[1], item[0]))
+        parts = [self.filters[i].explain(n) for i, n in ranked]
         return "no suitable node" + (f" ({'; '.join(parts)})" if parts else "")
