@@ -64,3 +64,14 @@ def join_token(cluster_secret: str, role: str) -> str:
 
 def new_secret() -> str:
     return secrets.token_hex(32)
+
+
+def erase_state(data_dir: str) -> None:
+    """Forget the node: its config and its copy of the cluster state (leave, failed init)."""
+    import shutil
+    for name in (CONFIG_FILE, "raft", "swarmpy.pid"):
+        target = os.path.join(data_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target, ignore_errors=True)
+        elif os.path.exists(target):
+            os.unlink(target)

@@ -11,7 +11,7 @@ import socket
 
 from raft.store import ClusterStore, derive_raft_password
 from swarmpy import log, tls
-from swarmpy.config import NodeConfig, join_token
+from swarmpy.config import NodeConfig, erase_state, join_token
 from swarmpy.manager.allocator import Allocator
 from swarmpy.manager.controlapi import ControlAPI
 from swarmpy.manager.dispatcher import Dispatcher
@@ -58,6 +58,9 @@ class Daemon:
             tcp = (host or "0.0.0.0", int(port))
             ssl_context = tls.server_context(tls.TLSFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key))
         await self.api.start(cfg.socket, tcp, ssl_context)
+        # Written only now: a second daemon for the same data dir has failed before this point.
+        with open(os.path.join(cfg.data_dir, "swarmpy.pid"), "w") as f:
+            f.write(str(os.getpid()))
         resources = discover(cfg.generic_resources)
         self.agent = Agent(cfg.node_id, ("127.0.0.1" if cfg.listen_host in ("0.0.0.0", "") else cfg.listen_host,
                                          cfg.port),
@@ -87,7 +90,7 @@ class Daemon:
         if os.path.exists(self.config.socket):
             os.unlink(self.config.socket)
         if self._leaving:
-            _erase_state(self.config.data_dir)
+            erase_state(self.config.data_dir)
         self.log.info("daemon_stopped", left=self._leaving)
 
     def request_stop(self) -> None:
@@ -141,6 +144,27 @@ class Daemon:
                 "data_dir": self.config.data_dir, "pid": os.getpid()}
 
 
+class PortInUse(Exception):
+    pass
+
+
+def check_ports(config: NodeConfig) -> None:
+    """Name a taken port up front: pysyncobj would otherwise just never elect a leader."""
+    wanted = [(config.listen_host, config.port, "cluster (dispatcher)"),
+              (config.advertise_addr, config.port + 1, "Raft")]
+    if config.api_addr:
+        host, _, port = config.api_addr.rpartition(":")
+        wanted.append((host or "0.0.0.0", int(port), "API (TCP)"))
+    for host, port, what in wanted:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                raise PortInUse(f"the {what} port {host}:{port} is not available ({exc.strerror}); "
+                                "choose others with --listen-addr / --api-addr") from None
+
+
 def _claim_socket(path: str) -> None:
     """Remove a socket left by a daemon that died; refuse if a live one answers on it."""
     if not os.path.exists(path):
@@ -157,18 +181,12 @@ def _claim_socket(path: str) -> None:
     raise SystemExit(f"another daemon is already listening on {path}")
 
 
-def _erase_state(data_dir: str) -> None:
-    for name in ("node.json", "raft"):
-        target = os.path.join(data_dir, name)
-        if os.path.isdir(target):
-            shutil.rmtree(target, ignore_errors=True)
-        elif os.path.exists(target):
-            os.unlink(target)
-
-
 def main(data_dir: str) -> None:
     log.configure()
     config = NodeConfig.load(data_dir)
-    with open(os.path.join(data_dir, "swarmpy.pid"), "w") as f:
-        f.write(str(os.getpid()))
-    asyncio.run(Daemon(config).run())
+    try:
+        check_ports(config)
+        asyncio.run(Daemon(config).run())
+    except PortInUse as exc:
+        log.get("daemon").error("cannot_start", error=str(exc))
+        raise SystemExit(f"swarmpy daemon: {exc}") from None

@@ -93,10 +93,18 @@ def from_dict(cls, data: dict):
     return cls(**kwargs)
 
 
+_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
 def new_id() -> str:
-    # Docker-style: 25 lowercase alphanumerics, shown truncated to 12.
-    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-    return "".join(secrets.choice(alphabet) for _ in range(25))
+    """Docker-style: 128 random bits in base 36, 25 characters, shown truncated to 12.
+    One conversion instead of 25 `secrets.choice` calls: ids are made per task."""
+    n = int.from_bytes(secrets.token_bytes(16), "big")
+    digits = []
+    while n:
+        n, r = divmod(n, 36)
+        digits.append(_ID_ALPHABET[r])
+    return "".join(reversed(digits)).rjust(25, "0")
 
 
 def now() -> float:

@@ -47,17 +47,29 @@ def pytest_collection_modifyitems(config, items):
 _docker_problem: list[str] = []          # cached reason why Docker is unusable, "" if usable
 
 
+_started_dockerd: list[int] = []
+
+
 def _docker_unavailable() -> str:
+    """"" if an engine answers; starts dockerd when none does and we may (root, docker.io installed)."""
     if not _docker_problem:
         try:
-            import docker
-            client = docker.from_env(timeout=10)
-            client.ping()
-            client.close()
+            from swarmpy import localengine
+            pid = localengine.ensure_engine(log_path="/tmp/swarmpy-tests-dockerd.log")
+            if pid is not None:
+                _started_dockerd.append(pid)
             _docker_problem.append("")
-        except Exception as exc:     # no SDK, no socket, no permission, engine down
+        except Exception as exc:     # no SDK, no dockerd, not root, engine does not come up
             _docker_problem.append(f"no Docker engine answers: {exc}")
     return _docker_problem[0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for pid in _started_dockerd:     # only the dockerd this session started
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
 
 
 def pytest_runtest_setup(item):

@@ -31,8 +31,10 @@ def _resources(cpu, memory, generic: list[str], prefix: str) -> dict:
     if generic:
         out["generic"] = {}
         for item in generic:
-            kind, _, count = item.partition("=")
-            out["generic"][kind] = _convert("--generic-resource", count, _uint)
+            kind, sep, count = item.partition("=")
+            if not sep or not kind or not count.isdigit():
+                raise invalid("--generic-resource", item, "use KIND=COUNT, e.g. NVIDIA-GPU=1")
+            out["generic"][kind] = int(count)
     return out
 
 

@@ -10,7 +10,8 @@ import time
 from swarmpy import defaults
 from swarmpy.cli.client import Client, DaemonError, NoDaemon, socket_path
 from swarmpy.cli.output import dump_json
-from swarmpy.config import NodeConfig, new_secret
+from swarmpy.cli.parser import invalid
+from swarmpy.config import NodeConfig, erase_state, new_secret
 from swarmpy.models import new_id
 from swarmpy.tls import TLSFiles
 from worker.resources import parse_generic_resources
@@ -31,7 +32,7 @@ def _daemon_answers(client: Client) -> bool:
 def _split_addr(text: str, flag: str, default_port: int = defaults.CLUSTER_PORT) -> tuple[str, int]:
     host, _, port = text.rpartition(":") if ":" in text else (text, "", str(default_port))
     if not port.isdigit() or not 0 < int(port) < 65535:
-        raise DaemonError(0, f'invalid argument "{text}" for "{flag}" flag: use HOST or HOST:PORT')
+        raise invalid(flag, text, "use HOST or HOST:PORT")
     return host or "0.0.0.0", int(port)
 
 
@@ -46,7 +47,7 @@ def init(args) -> int:
     try:
         parse_generic_resources(args.generic_resource)
     except ValueError as exc:
-        raise DaemonError(0, f'invalid argument for "--generic-resource" flag: {exc}') from None
+        raise invalid("--generic-resource", " ".join(args.generic_resource), str(exc)) from None
     api_addr, tls_files = _api_tcp(args)
     config = NodeConfig(node_id=new_id(), cluster_id=new_id(), cluster_secret=new_secret(),
                         role="manager", data_dir=data_dir, socket=socket_path(args.host),
@@ -62,7 +63,7 @@ def init(args) -> int:
     try:
         start_daemon(config)
     except DaemonError:
-        os.unlink(config.path)
+        erase_state(data_dir)
         raise
     tokens = client.get("/join-tokens")
     print(f"Swarm initialized: current node ({config.node_id}) is now a manager.\n")
@@ -101,9 +102,13 @@ def start_daemon(config: NodeConfig) -> None:
             raise DaemonError(0, f"the swarmpy daemon exited with status {proc.returncode}; "
                                  f"its log ({log_path}) ends with:\n{tail}")
         try:
-            if client.get("/info")["node_state"] == "ready":
+            info = client.get("/info")
+            if info["pid"] != proc.pid:
+                raise DaemonError(409, f"another swarmpy daemon (pid {info['pid']}) already serves "
+                                       f"{config.socket}")
+            if info["node_state"] == "ready":
                 return
-        except (NoDaemon, DaemonError, OSError):
+        except (NoDaemon, OSError):
             pass
         time.sleep(0.05)
     raise DaemonError(0, f"the swarmpy daemon did not become ready in {START_TIMEOUT_S:.0f}s; see {log_path}")
@@ -113,8 +118,12 @@ def daemon(args) -> int:
     data_dir = os.path.abspath(args.data_dir)
     if not NodeConfig.exists(data_dir):
         raise DaemonError(0, f"{data_dir} holds no swarmpy node; create one with 'swarmpy init'")
+    config = NodeConfig.load(data_dir)
+    if _daemon_answers(Client(f"unix://{config.socket}")):
+        raise DaemonError(409, f"the daemon of {data_dir} is already running "
+                               f"(it answers on {config.socket})")
     if args.detach:
-        start_daemon(NodeConfig.load(data_dir))
+        start_daemon(config)
         print(NodeConfig.load(data_dir).node_id)
         return 0
     from swarmpy.daemon import main

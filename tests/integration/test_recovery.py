@@ -127,10 +127,6 @@ def test_container_that_died_while_the_daemon_was_down_is_replaced(make_cluster,
     assert running_ids == {before[survivor_task], replacement["status"]["container_id"]}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `swarmpy daemon -d --data-dir DIR` while DIR's daemon runs exits 0, starts a second daemon "
-    "that hangs ~30 s on the taken Raft port and overwrites DIR/swarmpy.pid with its own pid "
-    "(swarmpy/cli/swarm.py daemon()/start_daemon(), swarmpy/daemon.py main()). Remove this marker once fixed."))
 def test_starting_a_second_daemon_for_a_running_node_is_refused(make_cluster):
     cluster = make_cluster()
     pid = cluster.pid

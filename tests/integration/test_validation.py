@@ -3,9 +3,12 @@ errors from the daemon (exit 1, `Error response from daemon: ...`), and the API'
 errors.  Every rejected request must leave the cluster as it was."""
 from __future__ import annotations
 
+import socket
+import uuid
+
 import pytest
 
-from swarmtest import FAST, running_tasks
+from swarmtest import FAST, free_port_pair, running_tasks
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -122,3 +125,25 @@ def test_leave_without_force_is_refused_on_a_manager(cluster):
     assert "Use `--force` to ignore this message." in result.err
     assert cluster.daemon_alive()
     assert cluster.get("/info")["node_state"] == "ready"
+
+
+@pytest.mark.parametrize("taken, what", [(0, "cluster (dispatcher)"), (1, "Raft")])
+def test_init_on_a_taken_port_names_it_and_leaves_no_state(cluster, tmp_path, taken, what):
+    port = free_port_pair()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port + taken))
+        squatter.listen()
+        data_dir = tmp_path / "d"
+        result = cluster.cli("-H", f"unix:///tmp/swarmpy-unused-{uuid.uuid4().hex[:8]}.sock", "init",
+                             "--data-dir", data_dir, "--listen-addr", f"127.0.0.1:{port}", host=False,
+                             timeout=30)
+    assert result.rc == 1, str(result)
+    assert f"the {what} port 127.0.0.1:{port + taken} is not available" in result.err
+    assert not (data_dir / "node.json").exists() and not (data_dir / "raft").exists()
+
+
+def test_init_with_a_bad_listen_address_is_a_usage_error(cluster, tmp_path):
+    result = cluster.cli("-H", f"unix:///tmp/swarmpy-unused-{uuid.uuid4().hex[:8]}.sock", "init",
+                         "--data-dir", tmp_path / "d", "--listen-addr", "127.0.0.1:http", host=False)
+    assert result.rc == 125, str(result)
+    assert result.err.startswith('invalid argument "127.0.0.1:http" for "--listen-addr" flag')

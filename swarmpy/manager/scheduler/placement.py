@@ -40,6 +40,7 @@ class _Group:
         # For each spread level: label value -> tasks of this service on nodes with that value.
         self.spread_counts: list[Counter] = [Counter() for _ in self.spread]
         self.heap: list = []
+        self._explanation: str | None = None
         for info in infos:
             for level, key in enumerate(self.spread):
                 self.spread_counts[level][self._value(info, key)] += info.service_tasks[service_id]
@@ -72,7 +73,9 @@ class _Group:
                 self.spread_counts[level][self._value(info, k)] += 1
             heapq.heappush(self.heap, (self._key(info), node_id, info))
             return Decision(task, node_id, assigned)
-        return Decision(task, None, {}, self.pipeline.explain())
+        if self._explanation is None:      # the heap stays empty: the reason no longer changes
+            self._explanation = self.pipeline.explain()
+        return Decision(task, None, {}, self._explanation)
 
 
 def _group_key(task: dict) -> tuple:

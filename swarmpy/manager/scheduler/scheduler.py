@@ -17,25 +17,49 @@ def _is_pending(task: dict) -> bool:
 
 
 class Scheduler(Component):
+    """Places newly pending tasks as they come; retries the ones that did not fit only when
+    something that could make room changed (a node, a task stopping), or on the periodic
+    full pass.  Re-placing every unplaceable task on every pass would make each create
+    cost as much as all the pending tasks together."""
     name = "scheduler"
     debounce_s = defaults.SCHEDULER_BATCH_S
 
+    def __init__(self, store) -> None:
+        super().__init__(store)
+        self._new: set[str] = set()
+        self._unplaced: set[str] = set()
+
     def note(self, events) -> bool:
+        wake = False
         for e in events:
             if e.kind == "nodes":
-                return True
-            if e.kind == "tasks" and (_is_pending(e.obj) or e.action == "delete"
-                                      or e.obj["status"]["state"] > TaskState.RUNNING
-                                      or e.obj["desired_state"] > TaskState.RUNNING):
-                return True
-        return False
+                self._full = wake = True
+            elif e.kind != "tasks":
+                continue
+            elif (e.action == "delete" or e.obj["status"]["state"] > TaskState.RUNNING
+                    or e.obj["desired_state"] > TaskState.RUNNING):
+                self._unplaced.discard(e.obj["id"])
+                if self._unplaced:          # resources may have been freed for those
+                    self._full = wake = True
+            elif _is_pending(e.obj) and e.obj["id"] not in self._unplaced:
+                self._new.add(e.obj["id"])
+                wake = True
+        return wake
 
     def node_infos(self) -> dict[str, NodeInfo]:
         tables = self.store.tables
         return {n["id"]: NodeInfo.build(n, tables.node_tasks(n["id"])) for n in tables.list("nodes")}
 
+    def _pending(self, full: bool) -> list[dict]:
+        new, self._new = self._new, set()
+        if full:
+            self._unplaced = set()
+            return [t for t in self.store.list("tasks") if _is_pending(t)]
+        tasks = (self.store.get("tasks", task_id) for task_id in new)
+        return [t for t in tasks if t is not None and _is_pending(t)]
+
     async def reconcile(self, full: bool) -> None:
-        pending = [t for t in self.store.list("tasks") if _is_pending(t)]
+        pending = self._pending(full)
         if not pending:
             return
         pending.sort(key=lambda t: (t["created_at"], t.get("slot") or 0))
@@ -49,7 +73,9 @@ class Scheduler(Component):
                                     "status.state": int(TaskState.ASSIGNED),
                                     "status.message": "scheduler assigned task to node",
                                     "status.err": "", "status.timestamp": now()}})
-            elif d.task["status"].get("err") != d.explanation:
+                continue
+            self._unplaced.add(d.task["id"])
+            if d.task["status"].get("err") != d.explanation:
                 ops.append({"op": "patch", "kind": "tasks", "id": d.task["id"], "skip_missing": True,
                             "if_lt": {"status.state": int(TaskState.ASSIGNED)},
                             "set": {"status.message": PENDING_MESSAGE, "status.err": d.explanation,
