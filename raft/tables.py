@@ -11,6 +11,8 @@ Operations (plain dicts, msgpack-encodable):
   {"op": "patch",  "kind": K, "id": I, "set": {path: val}, "expect": V?,
                    "if_lt": {path: val}?, "skip_missing": bool?}
   {"op": "delete", "kind": K, "id": I, "expect": V?, "skip_missing": bool?}
+  {"op": "check",  "kind": K, "id": I, "expect": V?}         writes nothing; the transaction fails
+                                                             unless the object exists (at version V)
 
 `patch` sets dotted paths, so writers that own different fields (the agent owns
 `status`, managers own `desired_state`) never overwrite each other.  `if_lt`
@@ -138,6 +140,8 @@ class Tables:
                 raise ConflictError(
                     f"update out of sequence: {kind[:-1]} {obj_id} is at version "
                     f"{cur.get('version')}, not {expect}; read it again and retry")
+            elif action == "check":
+                continue
             elif action == "update":
                 new = copy.deepcopy(op["obj"])
             elif action == "patch":

@@ -37,6 +37,8 @@ class Channel:
 
     async def send(self, message: dict) -> None:
         payload = msgpack.packb(message, use_bin_type=True)
+        if len(payload) > MAX_FRAME:
+            raise ValueError(f"message of {len(payload)} bytes is over the {MAX_FRAME} frame limit")
         async with self._send_lock:
             try:
                 self._writer.write(_HEADER.pack(len(payload)) + payload)

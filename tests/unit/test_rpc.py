@@ -129,8 +129,12 @@ def test_oversize_limit_applies_to_a_small_limit(monkeypatch):
                       if len(msgpack.packb(m, use_bin_type=True)) == 64)
             await client.send(ok)
             assert await asyncio.wait_for(srv.recv(), 5) == ok
-            await client.send({"type": "x", "p": "a" * 100})
-            with pytest.raises(ChannelClosed):
+            big = {"type": "x", "p": "a" * 100}
+            with pytest.raises(ValueError):          # the sender refuses it...
+                await client.send(big)
+            payload = msgpack.packb(big, use_bin_type=True)
+            client._writer.write(len(payload).to_bytes(4, "big") + payload)
+            with pytest.raises(ChannelClosed):       # ...and so does a receiver sent one anyway
                 await asyncio.wait_for(srv.recv(), 5)
         finally:
             await close_all(server, client, srv)

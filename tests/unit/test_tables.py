@@ -470,3 +470,21 @@ def test_patch_cannot_change_an_objects_id():
     ok(t, [create("tasks", task("t1", "s1", "n1"))])
     result, _ = t.apply([{"op": "patch", "kind": "tasks", "id": "t1", "set": {"id": "t2"}}])
     assert not result["ok"] or (sorted(t.objects["tasks"]) == ["t1"] and t.get("tasks", "t1")["id"] == "t1")
+
+
+def test_check_op_guards_a_transaction_on_an_objects_version():
+    t = Tables()
+    t.apply([{"op": "create", "kind": "services", "obj": svc("s1", "web")}])
+    version = t.get("services", "s1")["version"]
+    guarded = lambda v, tid: [{"op": "check", "kind": "services", "id": "s1", "expect": v},  # noqa: E731
+                              {"op": "create", "kind": "tasks", "obj": task(tid)}]
+    result, events = t.apply(guarded(version, "t1"))
+    assert result["ok"] and [e.kind for e in events] == ["tasks"]       # check writes nothing
+    t.apply([{"op": "patch", "kind": "services", "id": "s1", "set": {"spec.image": "x"}}])
+    result, _ = t.apply(guarded(version, "t2"))
+    assert not result["ok"] and result["code"] == "conflict"
+    assert t.get("tasks", "t2") is None
+    t.apply([{"op": "delete", "kind": "services", "id": "s1"}])
+    result, _ = t.apply(guarded(None, "t3"))
+    assert not result["ok"] and result["code"] == "not_found"
+    assert t.get("tasks", "t3") is None

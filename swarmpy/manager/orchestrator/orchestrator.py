@@ -57,7 +57,11 @@ class Orchestrator(Component):
             plan = replicated.reconcile(service, tasks, down)
         for at in plan.timers:
             self._wake_at(at)
-        return plan.ops
+        if not plan.ops:
+            return []
+        # The plan was made from this version of the service: if it was removed or changed
+        # before the commit, the whole pass is refused and made again from fresh state.
+        return [{"op": "check", "kind": "services", "id": service_id, "expect": service["version"]}] + plan.ops
 
     def _wake_at(self, at: float) -> None:
         if at in self._timers:
