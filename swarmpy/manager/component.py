@@ -17,7 +17,7 @@ from swarmpy import log
 class Component:
     name = "component"
     debounce_s = 0.005
-    resync_s = 5.0          # a periodic full pass catches timers and anything missed
+    resync_s = 30.0         # a periodic full pass, a safety net: events and timers drive the rest
 
     def __init__(self, store: ClusterStore) -> None:
         self.store = store
