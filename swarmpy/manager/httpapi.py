@@ -42,6 +42,11 @@ async def errors(request: web.Request, handler):
         return _error(500, f"internal error: {exc}")
 
 
+async def _until_client_gone(request: web.Request, poll_s: float = 0.5) -> None:
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(poll_s)
+
+
 async def _json_body(request: web.Request):
     text = await request.text()
     try:
@@ -133,8 +138,17 @@ class HttpApi:
         response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
         await response.prepare(request)
         tasks = [t for t in self.control.list_tasks(service["id"]) if t["status"].get("container_id")]
-        streams = [self._pump_task_logs(response, t, follow, tail) for t in tasks]
-        await asyncio.gather(*streams)
+        pumps = asyncio.gather(*(self._pump_task_logs(response, t, follow, tail) for t in tasks))
+        watcher = asyncio.create_task(_until_client_gone(request))
+        # aiohttp does not cancel a handler whose client left: a quiet `logs -f` would follow
+        # forever on the agent.  Stop the streams (and the agent's readers) when it goes.
+        await asyncio.wait([pumps, watcher], return_when=asyncio.FIRST_COMPLETED)
+        watcher.cancel()
+        if not pumps.done():
+            pumps.cancel()
+            await asyncio.gather(pumps, return_exceptions=True)
+            return response
+        pumps.result()
         await response.write_eof()
         return response
 
