@@ -141,7 +141,8 @@ class Daemon:
                 "node_state": node.get("status", {}).get("state", "pending"),
                 "is_leader": self.store.is_leader(), "raft": self.store.status(),
                 "addr": f"{self.config.advertise_addr}:{self.config.port}",
-                "data_dir": self.config.data_dir, "pid": os.getpid()}
+                "data_dir": self.config.data_dir, "pid": os.getpid(),
+                "log_readers": self.agent.log_readers}
 
 
 class PortInUse(Exception):

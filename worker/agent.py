@@ -127,7 +127,7 @@ class Agent:
         elif msg["type"] == "logs":
             self._start_logs(msg)
         elif msg["type"] == "log_cancel":
-            stream = self._log_threads.pop(msg["req"], None)
+            stream = self._log_threads.get(msg["req"])    # the reader removes itself when it ends
             if stream is not None:
                 stream.close()
 
@@ -198,6 +198,11 @@ class Agent:
                     await controller._check_exit()
 
     # -- logs --------------------------------------------------------------------------
+    @property
+    def log_readers(self) -> int:
+        """Container log streams this agent is reading for clients right now."""
+        return len(self._log_threads)
+
     def _start_logs(self, msg: dict) -> None:
         loop, channel, req = asyncio.get_running_loop(), self._channel, msg["req"]
 

@@ -4,6 +4,8 @@ test uses its own service names."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 from swarmtest import COMPLETE, FAILED, FAST, LABEL_SLOT, LABEL_TASK, PENDING, REJECTED, RUNNING, running_tasks
 
@@ -331,3 +333,28 @@ def _docker_time(text: str) -> float:
     from datetime import datetime
     whole, _, frac = text.rstrip("Z").partition(".")
     return datetime.fromisoformat(whole + "+00:00").timestamp() + float("0." + (frac or "0"))
+
+
+def test_logs_follow_streams_new_lines_and_stops_when_the_client_goes(cluster):
+    # Ten ticks, then silence: a quiet stream is the case where only noticing the client's
+    # departure (not a failed write) can stop the agent's reader.
+    cluster.create("ticker", *FAST, command=["sh", "-c", "trap 'exit 0' TERM; for i in 1 2 3 4 5 6 7 8 9 10; "
+                                                         "do echo tick $i; sleep 0.3; done; sleep 100000 & wait"])
+    cluster.wait_for(lambda: running_tasks(cluster.tasks("ticker")), timeout=30, message="ticker to run")
+    follower = subprocess.Popen([sys.executable, "-m", "swarmpy", "-H", cluster.host, "service", "logs",
+                                 "-f", "--tail", "1", "ticker"], stdout=subprocess.PIPE, text=True,
+                                env=cluster.env)
+    try:
+        first = int(follower.stdout.readline().rsplit("tick ", 1)[1])
+        later = int(follower.stdout.readline().rsplit("tick ", 1)[1])
+        later = int(follower.stdout.readline().rsplit("tick ", 1)[1])
+        assert later >= first + 2, "follow keeps delivering lines written after it started"
+        while "tick 10" not in follower.stdout.readline():
+            pass
+        assert cluster.get("/info")["log_readers"] == 1
+    finally:
+        follower.kill()
+        follower.wait()
+    cluster.wait_for(lambda: cluster.get("/info")["log_readers"] == 0, timeout=10,
+                     message="the agent's log reader to stop")
+    _rm_and_wait(cluster, "ticker")
