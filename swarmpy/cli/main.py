@@ -108,6 +108,12 @@ def build_parser() -> Parser:
     p = nodes.add_parser("inspect")
     p.add_argument("nodes", nargs="+")
     p.set_defaults(func=node.inspect)
+    p = nodes.add_parser("update")
+    p.add_argument("--availability", choices=["active", "pause", "drain"])
+    p.add_argument("--label-add", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--label-rm", action="append", default=[], metavar="KEY")
+    p.add_argument("node", help="node id, hostname or 'self'")
+    p.set_defaults(func=node.update)
 
     services = sub.add_parser("service", help="manage services").add_subparsers(dest="sub", required=True,
                                                                                 parser_class=Parser)

@@ -1,7 +1,7 @@
 """`swarmpy node ls | inspect`."""
 from __future__ import annotations
 
-from swarmpy.cli.client import Client
+from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import dump_json, table
 from swarmpy.units import format_bytes
 
@@ -47,4 +47,26 @@ def inspect(args) -> int:
     refs = ["self" if r == "self" else r for r in args.nodes]
     self_id = client.get("/info")["node_id"] if "self" in refs else None
     dump_json([client.get(f"/nodes/{self_id if r == 'self' else r}") for r in refs])
+    return 0
+
+
+def update(args) -> int:
+    client = Client(args.host)
+    ref = client.get("/info")["node_id"] if args.node == "self" else args.node
+    node = client.get(f"/nodes/{ref}")
+    body: dict = {}
+    if args.availability:
+        body["availability"] = args.availability
+    if args.label_add or args.label_rm:
+        labels = dict(node["spec"].get("labels", {}))
+        for key in args.label_rm:
+            if key not in labels:
+                raise DaemonError(0, f"key {key} doesn't exist in node's labels")
+            del labels[key]
+        for item in args.label_add:
+            key, _, value = item.partition("=")
+            labels[key] = value
+        body["labels"] = labels
+    client.call("POST", f"/nodes/{node['id']}/update", body=body, query={"version": node["version"]})
+    print(args.node)
     return 0

@@ -9,9 +9,10 @@ from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
 from swarmpy.models import TaskState, new_service, now, to_dict
-from swarmpy.spec import parse_service_spec
+from swarmpy.spec import SpecError, parse_service_spec
 
 PUBLIC_CLUSTER_FIELDS = ("id", "created_at", "version")
+AVAILABILITIES = ("active", "pause", "drain")
 
 
 class AmbiguousError(NotFoundError):
@@ -114,6 +115,32 @@ class ControlAPI:
         return resolve(nodes, ref, "node",
                        lambda name: next((n for n in nodes
                                           if n.get("description", {}).get("hostname") == name), None))
+
+    async def update_node(self, ref: str, version: int, data) -> dict:
+        """Change what an operator owns on a node: availability and labels."""
+        node = self.node(ref)
+        if not isinstance(data, dict):
+            raise SpecError("node", "the body must be a JSON object with availability and/or labels")
+        unknown = set(data) - {"availability", "labels", "role"}
+        if unknown:
+            raise SpecError(sorted(unknown)[0], "unknown field; use availability, labels")
+        spec = dict(node["spec"])
+        if "availability" in data:
+            if data["availability"] not in AVAILABILITIES:
+                raise SpecError("availability", f"must be one of {', '.join(AVAILABILITIES)}, "
+                                                f"got {data['availability']!r}")
+            spec["availability"] = data["availability"]
+        if "labels" in data:
+            labels = data["labels"]
+            if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                       for k, v in labels.items()):
+                raise SpecError("labels", "must be a map of strings to strings")
+            spec["labels"] = labels
+        if data.get("role", spec["role"]) != spec["role"]:
+            raise SpecError("role", "changing a node's role needs multi-manager clusters (not yet)")
+        await self.store.commit([{"op": "patch", "kind": "nodes", "id": node["id"], "expect": version,
+                                  "set": {"spec": spec}}])
+        return self.store.get("nodes", node["id"])
 
     def list_nodes(self) -> list[dict]:
         leader = self.store.leader()

@@ -66,6 +66,7 @@ class HttpApi:
         r.add_get(f"{V}/join-tokens", self.join_tokens)
         r.add_get(f"{V}/nodes", self.nodes)
         r.add_get(f"{V}/nodes/{{ref}}", self.node)
+        r.add_post(f"{V}/nodes/{{ref}}/update", self.update_node)
         r.add_get(f"{V}/services", self.services)
         r.add_post(f"{V}/services", self.create_service)
         r.add_get(f"{V}/services/{{ref}}", self.service)
@@ -103,6 +104,15 @@ class HttpApi:
 
     async def node(self, request):
         return web.json_response(self.control.node(request.match_info["ref"]))
+
+    async def update_node(self, request):
+        version = request.query.get("version", "")
+        if not version.isdigit():
+            return _error(400, "the query parameter version is required: the node version you read "
+                               "(swarmpy node inspect shows it)")
+        node = await self.control.update_node(request.match_info["ref"], int(version),
+                                              await _json_body(request))
+        return web.json_response(node)
 
     async def services(self, request):
         return web.json_response(self.control.list_services())

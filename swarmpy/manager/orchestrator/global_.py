@@ -5,17 +5,21 @@ from swarmpy.manager.orchestrator.slots import SHUTDOWN, SlotPlan, desired, runn
 from swarmpy.manager.scheduler import constraint
 
 
-def eligible_nodes(service: dict, nodes: list[dict]) -> set[str]:
+def eligible_nodes(service: dict, nodes: list[dict], keeping: bool = False) -> set[str]:
+    """Nodes that should run the service's task: ready, matching, and active (or, for a
+    task already there, `keeping=True`, also paused: pause stops new tasks only)."""
     constraints = constraint.parse_all(service["spec"].get("constraints", []))
+    allowed = ("active", "pause") if keeping else ("active",)
     return {n["id"] for n in nodes
             if n.get("status", {}).get("state") == "ready"
-            and n.get("spec", {}).get("availability", "active") == "active"
+            and n.get("spec", {}).get("availability", "active") in allowed
             and constraint.node_matches(n, constraints)}
 
 
 def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: set[str]) -> SlotPlan:
     plan = SlotPlan(service, down_nodes)
-    eligible = eligible_nodes(service, nodes)
+    eligible = eligible_nodes(service, nodes, keeping=True)
+    new_ok = eligible_nodes(service, nodes)
     live: set[str] = set()
     declined: set[str] = set()
     for task in sorted(tasks, key=lambda t: t["created_at"]):
@@ -34,6 +38,6 @@ def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: s
                 plan.replace_outdated(task)
             else:
                 plan.release(task)
-    for node_id in sorted(eligible - live - declined):
+    for node_id in sorted(new_ok - live - declined):
         plan.new(None, node_id)
     return plan

@@ -38,7 +38,9 @@ class Orchestrator(Component):
         if full:
             dirty = set(tables.objects["services"]) | set(tables.tasks_by_service)
         nodes = tables.list("nodes")
-        down = {n["id"] for n in nodes if n.get("status", {}).get("state") != "ready"}
+        # A drained node keeps no tasks: they are treated as if the node were down.
+        down = {n["id"] for n in nodes if n.get("status", {}).get("state") != "ready"
+                or n.get("spec", {}).get("availability") == "drain"}
         ops: list[dict] = []
         for service_id in dirty:
             ops.extend(self._service_ops(service_id, nodes, down))
