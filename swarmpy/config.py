@@ -38,6 +38,27 @@ class NodeConfig:
         return f"{self.advertise_addr}:{self.port + 1}"
 
     @property
+    def certs_dir(self) -> str:
+        return os.path.join(self.data_dir, "certificates")
+
+    def node_tls(self):
+        from swarmpy.tls import TLSFiles
+        d = self.certs_dir
+        return TLSFiles(os.path.join(d, "ca.pem"), os.path.join(d, "node.pem"), os.path.join(d, "node-key.pem"))
+
+    def ensure_certificates(self) -> None:
+        """The cluster's root CA and this node's certificate, made once at init (a manager
+        keeps the CA key: it will sign joining nodes' certificates)."""
+        from swarmpy import ca
+        files = self.node_tls()
+        if all(os.path.exists(p) for p in (files.ca, files.cert, files.key)):
+            return
+        os.makedirs(self.certs_dir, mode=0o700, exist_ok=True)
+        root = ca.new_root(self.cluster_id)
+        ca.write(root, files.ca, os.path.join(self.certs_dir, "ca-key.pem"))
+        ca.write(ca.issue(root, self.node_id, self.role), files.cert, files.key)
+
+    @property
     def path(self) -> str:
         return os.path.join(self.data_dir, CONFIG_FILE)
 
@@ -69,7 +90,7 @@ def new_secret() -> str:
 def erase_state(data_dir: str) -> None:
     """Forget the node: its config and its copy of the cluster state (leave, failed init)."""
     import shutil
-    for name in (CONFIG_FILE, "raft", "swarmpy.pid"):
+    for name in (CONFIG_FILE, "raft", "swarmpy.pid", "certificates"):
         target = os.path.join(data_dir, name)
         if os.path.isdir(target):
             shutil.rmtree(target, ignore_errors=True)

@@ -49,7 +49,10 @@ class Daemon:
         await self._ensure_cluster()
         self.control = ControlAPI(self.store)
         self.dispatcher = Dispatcher(self.store, cfg.heartbeat_period)
-        await self.dispatcher.start(cfg.listen_host, cfg.port)
+        cfg.ensure_certificates()
+        node_tls = cfg.node_tls()
+        # Node traffic is mutual TLS: both ends present certificates of the cluster's CA.
+        await self.dispatcher.start(cfg.listen_host, cfg.port, ssl=tls.server_context(node_tls))
         self.api = HttpApi(self)
         _claim_socket(cfg.socket)
         tcp, ssl_context = None, None
@@ -67,7 +70,8 @@ class Daemon:
                            self.control.join_tokens()["manager"], cfg.role, cfg.hostname or hostname(),
                            resources, cfg.labels,
                            manager_status={"raft_addr": cfg.raft_addr, "reachability": "reachable",
-                                           "addr": f"{cfg.advertise_addr}:{cfg.port}"})
+                                           "addr": f"{cfg.advertise_addr}:{cfg.port}"},
+                           ssl=tls.client_context(node_tls))
         self._background = background = [asyncio.create_task(self._follow_leadership()),
                                          asyncio.create_task(self.agent.run())]
         self.log.info("daemon_started", node=cfg.node_id, socket=cfg.socket, port=cfg.port,

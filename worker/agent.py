@@ -21,7 +21,7 @@ RESYNC_S = 5.0
 class Agent:
     def __init__(self, node_id: str, dispatcher: tuple[str, int], token: str, role: str,
                  hostname: str, resources: NodeResources, labels: dict | None = None,
-                 engine: Engine | None = None, manager_status: dict | None = None) -> None:
+                 engine: Engine | None = None, manager_status: dict | None = None, ssl=None) -> None:
         self.node_id = node_id
         self.dispatcher = dispatcher
         self.token = token
@@ -30,6 +30,7 @@ class Agent:
         self.resources = resources
         self.labels = labels or {}
         self.manager_status = manager_status
+        self.ssl = ssl
         self.engine = engine or Engine()
         self.nvml_gpu_ids = {g.uuid for g in resources.gpus}
         self.controllers: dict[str, TaskController] = {}
@@ -93,7 +94,7 @@ class Agent:
     # -- the session ------------------------------------------------------------------
     async def _session(self) -> None:
         host, port = self.dispatcher
-        channel = await Channel.connect(host, port)
+        channel = await Channel.connect(host, port, ssl=self.ssl)
         try:
             engine = await self.engine.call(self.engine.describe)
             await channel.send({"type": "register", "node_id": self.node_id, "token": self.token,
