@@ -87,14 +87,16 @@ class Daemon:
         await asyncio.gather(*background, return_exceptions=True)
         for component in self._leader_components:
             await component.stop()
-        await self.api.stop()
         await self.dispatcher.stop()
         self.agent.engine.close()
         self.store.close()
-        if os.path.exists(self.config.socket):
-            os.unlink(self.config.socket)
         if self._leaving:
             erase_state(self.config.data_dir)
+        # The API goes last: `swarmpy leave` returns when it stops answering, and by then
+        # the node has forgotten the cluster.
+        await self.api.stop()
+        if os.path.exists(self.config.socket):
+            os.unlink(self.config.socket)
         self.log.info("daemon_stopped", left=self._leaving)
 
     def request_stop(self) -> None:

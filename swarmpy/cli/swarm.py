@@ -141,6 +141,14 @@ def join(args) -> int:
 def leave(args) -> int:
     client = Client(args.host)
     client.call("POST", "/leave", query={"force": "true" if args.force else None})
+    # Return once the daemon is gone and has forgotten the cluster, as docker's leave does.
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            client.get("/info")
+        except (DaemonError, OSError):     # refused, reset or gone: it has stopped serving
+            break
+        time.sleep(0.05)
     print("Node left the swarm.")
     return 0
 

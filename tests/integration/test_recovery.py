@@ -85,6 +85,9 @@ def test_leave_force_removes_containers_and_stops_the_daemon(make_cluster):
     assert result.rc == 0, str(result)
     assert result.out.strip() == "Node left the swarm."
     assert cluster.containers(all=True) == []
+    # By the time leave returns, the node has forgotten the cluster: config, Raft state, keys.
+    for name in ("node.json", "raft", "certificates"):
+        assert not os.path.exists(os.path.join(cluster.data_dir, name)), name
     cluster.wait_for(lambda: not cluster.daemon_alive(), timeout=15, message=f"daemon pid {pid} to exit")
     assert not os.path.exists(cluster.socket)
     assert not os.path.exists(os.path.join(cluster.data_dir, "node.json"))
