@@ -2,14 +2,15 @@
 
 `ensure_engine()` starts `dockerd` when none answers (root only) and says how to stop
 it again; `ensure_busybox_image()` builds `swarmpy-test/busybox` from the host's
-static busybox with `docker import`, as ARCHITECTURE.md's recipe does.
+static busybox by importing a tar made in memory, as ARCHITECTURE.md's recipe does.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
-import tempfile
+import tarfile
 import time
 
 import docker
@@ -49,6 +50,26 @@ def ensure_engine(log_path: str = "/var/log/swarmpy-dockerd.log", timeout: float
     raise RuntimeError(f"dockerd did not come up; see {log_path}")
 
 
+def build_busybox_image(client, name: str = IMAGE, busybox: str = "/bin/busybox") -> None:
+    """Import a one-binary image: busybox plus applet symlinks (no pull, no Dockerfile)."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("bin")
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
+            tar.addfile(link)
+    repository, _, tag = name.rpartition(":")
+    client.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
+
+
+def find_busybox() -> str | None:
+    return next((p for p in BUSYBOX_PATHS if os.path.exists(p)), None)
+
+
 def ensure_busybox_image(name: str = IMAGE) -> str:
     client = docker.from_env()
     try:
@@ -56,16 +77,8 @@ def ensure_busybox_image(name: str = IMAGE) -> str:
         return name
     except docker.errors.ImageNotFound:
         pass
-    busybox = next((p for p in BUSYBOX_PATHS if os.path.exists(p)), None)
+    busybox = find_busybox()
     if busybox is None:
         raise RuntimeError("no busybox binary found; install busybox-static")
-    with tempfile.TemporaryDirectory() as root:
-        os.makedirs(os.path.join(root, "bin"))
-        shutil.copy(busybox, os.path.join(root, "bin", "busybox"))
-        for applet in APPLETS:
-            os.symlink("busybox", os.path.join(root, "bin", applet))
-        tar = subprocess.Popen(["tar", "-C", root, "-c", "."], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "import", "-", name], stdin=tar.stdout, check=True,
-                       stdout=subprocess.DEVNULL)
-        tar.wait()
+    build_busybox_image(client, name, busybox)
     return name

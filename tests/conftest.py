@@ -33,7 +33,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))   # for `import swarmtest` in any import mode
-from swarmtest import TEST_IMAGE, Cluster, ClusterFactory, build_test_image  # noqa: E402
+from swarmpy.localengine import build_busybox_image  # noqa: E402
+from swarmtest import TEST_IMAGE, Cluster, ClusterFactory  # noqa: E402
 
 INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
@@ -102,7 +103,7 @@ def test_image(docker_client) -> str:
         busybox = shutil.which("busybox") or "/bin/busybox"
         if not os.path.exists(busybox):
             pytest.skip(f"{TEST_IMAGE} is missing and there is no busybox binary to build it from")
-        build_test_image(docker_client, TEST_IMAGE, busybox)
+        build_busybox_image(docker_client, TEST_IMAGE, busybox)
     return TEST_IMAGE
 
 

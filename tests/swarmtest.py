@@ -3,8 +3,6 @@
 the API reports them.  The fixtures that build these live in tests/conftest.py."""
 from __future__ import annotations
 
-import http.client
-import io
 import json
 import os
 import random
@@ -13,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,8 +18,9 @@ from typing import Callable
 
 import pytest
 
+from swarmpy.cli.client import UnixHTTPConnection
+
 TEST_IMAGE = "swarmpy-test/busybox:latest"
-BUSYBOX_APPLETS = ("sh", "sleep", "echo", "cat", "true", "false", "env", "kill", "ls")
 LABEL_NODE = "com.swarmpy.node.id"
 LABEL_SERVICE_NAME = "com.swarmpy.service.name"
 LABEL_TASK = "com.swarmpy.task.id"
@@ -33,22 +31,6 @@ LABEL_SLOT = "com.swarmpy.task.slot"
 LONG_RUNNING = ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
 # Flags that keep restarts and stops fast in tests.
 FAST = ["--restart-delay", "0.2s", "--stop-grace-period", "1s"]
-
-
-def build_test_image(docker_client, image: str, busybox: str = "/bin/busybox") -> None:
-    """Import a one-binary image: /bin/busybox plus applet symlinks (no pull, no Dockerfile)."""
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        info = tarfile.TarInfo("bin")
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in BUSYBOX_APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
-            tar.addfile(link)
-    repository, _, tag = image.rpartition(":")
-    docker_client.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -140,17 +122,6 @@ class Result:
 
     def __str__(self) -> str:
         return f"`swarmpy {' '.join(map(str, self.args))}` -> rc={self.rc}\nstdout:\n{self.out}\nstderr:\n{self.err}"
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self._path)
 
 
 class Cluster:
@@ -288,7 +259,7 @@ class Cluster:
     def api(self, method: str, path: str, body=None, raw: bytes | str | None = None,
             timeout: float = 30) -> tuple[int, object]:
         """Call /v1{path}; returns (status, decoded JSON or text)."""
-        conn = _UnixHTTPConnection(self.socket, timeout)
+        conn = UnixHTTPConnection(self.socket, timeout)
         payload = raw if raw is not None else (json.dumps(body) if body is not None else None)
         try:
             conn.request(method, "/v1" + path, body=payload, headers={"Content-Type": "application/json"})

@@ -41,7 +41,7 @@ def socket_path(host: str | None) -> str:
     return host
 
 
-class _UnixConnection(http.client.HTTPConnection):
+class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
         self._path = path
@@ -71,7 +71,7 @@ class Client:
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.tcp is None:
-            return _UnixConnection(self.path, timeout)
+            return UnixHTTPConnection(self.path, timeout)
         try:
             context = client_context(self.tls_files or TLSFiles.from_flags(None, None, None))
         except ValueError as exc:
