@@ -16,6 +16,7 @@ RESTART_WINDOW_S = 0.0       # 0: unbounded
 STOP_GRACE_PERIOD_S = 10.0
 PULL_POLICY = "missing"
 TASK_HISTORY_LIMIT = 5
+UPDATE_PARALLELISM = 1       # tasks replaced at a time when a service's spec changes; 0: all at once
 
 HEARTBEAT_PERIOD_S = 5.0
 HEARTBEAT_EPSILON_S = 0.5

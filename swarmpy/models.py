@@ -72,6 +72,7 @@ class ServiceSpec:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     stop_grace_period: float = defaults.STOP_GRACE_PERIOD_S
     pull: str = defaults.PULL_POLICY                          # always | missing | never
+    update_parallelism: int = defaults.UPDATE_PARALLELISM
 
 
 def to_dict(obj) -> dict:

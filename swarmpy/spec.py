@@ -142,6 +142,8 @@ def parse_service_spec(data) -> ServiceSpec:
         raise SpecError("limits.generic", "generic resources can only be reserved, not limited")
     spec.restart_policy = _restart_policy(data.get("restart_policy", {}))
     spec.stop_grace_period = _seconds("stop_grace_period", data.get("stop_grace_period", spec.stop_grace_period))
+    spec.update_parallelism = _non_negative_int("update_parallelism",
+                                                data.get("update_parallelism", spec.update_parallelism))
     spec.pull = data.get("pull", spec.pull)
     if spec.pull not in PULL_POLICIES:
         raise SpecError("pull", f"must be one of always, missing, never, got {spec.pull!r}")

@@ -61,6 +61,8 @@ def spec_from_args(args) -> dict:
     if args.restart_window is not None:
         policy["window"] = _convert("--restart-window", args.restart_window, parse_duration)
     spec["restart_policy"] = policy
+    if args.update_parallelism is not None:
+        spec["update_parallelism"] = _convert("--update-parallelism", args.update_parallelism, _uint)
     if args.stop_grace_period is not None:
         spec["stop_grace_period"] = _convert("--stop-grace-period", args.stop_grace_period, parse_duration)
     return spec
@@ -161,6 +163,8 @@ def update(args) -> int:
             spec["image"] = args.image
         if args.replicas is not None:
             spec["replicas"] = _convert("--replicas", args.replicas, _uint)
+        if args.update_parallelism is not None:
+            spec["update_parallelism"] = _convert("--update-parallelism", args.update_parallelism, _uint)
         env = [e for e in spec.get("env", []) if e.split("=", 1)[0] not in set(args.env_rm)]
         spec["env"] = env + args.env_add
         if args.force:

@@ -358,3 +358,27 @@ def test_logs_follow_streams_new_lines_and_stops_when_the_client_goes(cluster):
     cluster.wait_for(lambda: cluster.get("/info")["log_readers"] == 0, timeout=10,
                      message="the agent's log reader to stop")
     _rm_and_wait(cluster, "ticker")
+
+
+def test_update_replaces_tasks_one_at_a_time(cluster, docker_client):
+    v2 = "swarmpy-test/busybox:v2"
+    docker_client.images.get(cluster.image).tag("swarmpy-test/busybox", "v2")
+    try:
+        cluster.create("rolling", "--replicas", "3", *FAST)
+        cluster.wait_for(lambda: len(running_tasks(cluster.tasks("rolling"))) == 3, timeout=30,
+                         message="3 running tasks")
+        assert cluster.ok("service", "update", "--image", v2, "rolling").strip() == "rolling"
+        worst = 0
+
+        def done() -> bool:
+            nonlocal worst
+            live = running_tasks(cluster.tasks("rolling"))
+            worst = max(worst, 3 - len(live))
+            return len(live) == 3 and all(t["spec"]["image"] == v2 for t in live)
+
+        cluster.wait_for(done, timeout=60, interval=0.05, message="all 3 tasks updated to v2")
+        assert worst == 1, "with the default parallelism of 1, one slot at a time is down"
+        assert {c.attrs["Config"]["Image"] for c in cluster.running_containers("rolling")} == {v2}
+        _rm_and_wait(cluster, "rolling")
+    finally:
+        docker_client.images.remove(v2, noprune=True)

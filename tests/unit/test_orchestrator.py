@@ -396,9 +396,9 @@ def test_task_on_down_node_is_replaced():
     assert live(t, svc["id"])[2]["id"] == slots[2]["id"]
 
 
-def test_spec_change_replaces_every_task():
+def test_spec_change_replaces_every_task_with_parallelism_zero():
     t = Tables()
-    svc = make_service(t, replicas=2)
+    svc = make_service(t, replicas=2, update_parallelism=0)
     reconcile(t, svc["id"])
     run_all(t, svc["id"])
     old = live(t, svc["id"])
@@ -411,6 +411,44 @@ def test_spec_change_replaces_every_task():
         assert new["id"] != task["id"]
         assert new["spec"]["image"] == "busybox:2" and new["service_version"] == svc["version"]
     assert reconcile(t, svc["id"]).ops == []
+
+
+def test_update_replaces_one_slot_at_a_time_by_default():
+    t = Tables()
+    svc = make_service(t, replicas=3)
+    reconcile(t, svc["id"])
+    run_all(t, svc["id"])
+    svc = update_service(t, svc, image="busybox:2")
+
+    def images() -> dict[int, str]:
+        return {slot: task["spec"]["image"] for slot, task in live(t, svc["id"]).items()}
+
+    reconcile(t, svc["id"])
+    assert images() == {1: "busybox:2", 2: "busybox", 3: "busybox"}
+    reconcile(t, svc["id"])             # the replacement is not running yet: nothing more
+    assert images() == {1: "busybox:2", 2: "busybox", 3: "busybox"}
+    run_all(t, svc["id"])
+    reconcile(t, svc["id"])
+    assert images() == {1: "busybox:2", 2: "busybox:2", 3: "busybox"}
+    run_all(t, svc["id"])
+    reconcile(t, svc["id"])
+    run_all(t, svc["id"])
+    assert images() == {1: "busybox:2", 2: "busybox:2", 3: "busybox:2"}
+    assert reconcile(t, svc["id"]).ops == []
+
+
+def test_update_with_parallelism_two_and_a_change_of_parallelism_alone():
+    t = Tables()
+    svc = make_service(t, replicas=3, update_parallelism=2)
+    reconcile(t, svc["id"])
+    run_all(t, svc["id"])
+    ids = {slot: task["id"] for slot, task in live(t, svc["id"]).items()}
+    svc = update_service(t, svc, update_parallelism=1)       # not a task field: nothing replaced
+    assert reconcile(t, svc["id"]).ops == []
+    assert {slot: task["id"] for slot, task in live(t, svc["id"]).items()} == ids
+    svc = update_service(t, svc, update_parallelism=2, env=["A=1"])
+    plan = reconcile(t, svc["id"])
+    assert len(ops_of(plan, "create")) == 2
 
 
 def test_scale_only_update_does_not_replace_tasks():

@@ -1,7 +1,7 @@
 """Global services: one task on every ready, active node that meets the constraints."""
 from __future__ import annotations
 
-from swarmpy.manager.orchestrator.slots import SHUTDOWN, SlotPlan, desired, runnable, spec_changed
+from swarmpy.manager.orchestrator.slots import SHUTDOWN, SlotPlan, desired, runnable
 from swarmpy.manager.scheduler import constraint
 
 
@@ -22,6 +22,7 @@ def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: s
     new_ok = eligible_nodes(service, nodes)
     live: set[str] = set()
     declined: set[str] = set()
+    running: list[dict] = []
     for task in sorted(tasks, key=lambda t: t["created_at"]):
         node_id = task["node_id"]
         if not runnable(task):
@@ -34,10 +35,8 @@ def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: s
             (live if plan.handle_dead(task) else declined).add(node_id)
         else:
             live.add(node_id)
-            if spec_changed(service, task):
-                plan.replace_outdated(task)
-            else:
-                plan.release(task)
+            running.append(task)
+    plan.update(running)
     for node_id in sorted(new_ok - live - declined):
         plan.new(None, node_id)
     return plan

@@ -28,7 +28,8 @@ class Orchestrator(Component):
             elif e.kind == "nodes":
                 self._full = True
             elif e.kind == "tasks" and (e.action == "delete"
-                                        or e.obj["status"]["state"] > TaskState.RUNNING):
+                                        or e.obj["status"]["state"] >= TaskState.RUNNING):
+                # >= RUNNING: a replacement that starts running lets a rolling update go on.
                 self._dirty.add(e.obj["service_id"])
         return bool(self._dirty) or self._full
 

@@ -1,7 +1,7 @@
 """Replicated services: keep `replicas` slots filled, numbered from 1."""
 from __future__ import annotations
 
-from swarmpy.manager.orchestrator.slots import REMOVE, SlotPlan, desired, runnable, spec_changed
+from swarmpy.manager.orchestrator.slots import REMOVE, SlotPlan, desired, runnable
 
 
 def reconcile(service: dict, tasks: list[dict], down_nodes: set[str]) -> SlotPlan:
@@ -20,14 +20,7 @@ def reconcile(service: dict, tasks: list[dict], down_nodes: set[str]) -> SlotPla
         elif task.get("restart_declined") == service["version"]:
             declined.add(slot)
     declined -= live.keys()
-    for slot_tasks in live.values():
-        for task in slot_tasks:
-            if "version" not in task:
-                continue                    # created in this pass
-            if spec_changed(service, task):
-                plan.replace_outdated(task)
-            else:
-                plan.release(task)
+    plan.update([task for slot_tasks in live.values() for task in slot_tasks])
     _scale(plan, service["spec"]["replicas"], live, declined)
     return plan
 

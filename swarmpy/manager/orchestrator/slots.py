@@ -16,10 +16,14 @@ def runnable(task: dict) -> bool:
     return task["desired_state"] <= RUNNING
 
 
+# Fields whose change does not make running tasks outdated.
+NOT_TASK_FIELDS = ("replicas", "update_parallelism")
+
+
 def spec_changed(service: dict, task: dict) -> bool:
     """The task runs an older spec than the service's (replica count aside)."""
     old, new = task["spec"], service["spec"]
-    return any(old.get(k) != new.get(k) for k in new if k not in ("replicas",))
+    return any(old.get(k) != new.get(k) for k in new if k not in NOT_TASK_FIELDS)
 
 
 class SlotPlan:
@@ -60,6 +64,22 @@ class SlotPlan:
                                  "set": {"desired_state": RUNNING}, "if_lt": {"desired_state": RUNNING}})
             else:
                 self.timers.append(start_at)
+
+    def update(self, live_tasks: list[dict]) -> None:
+        """The updater: replace tasks that run an outdated spec, `update_parallelism` at a
+        time (stop-first).  A replacement counts as in flight until it runs, so a new spec
+        that never starts holds the rest of the update back instead of replacing them all."""
+        parallelism = self.service["spec"].get("update_parallelism", 1)
+        outdated = [t for t in live_tasks if "version" in t and spec_changed(self.service, t)]
+        current = [t for t in live_tasks if t not in outdated]
+        in_flight = sum(1 for t in current if t.get("status", {}).get("state", 0) < RUNNING)
+        budget = len(outdated) if parallelism == 0 else max(0, parallelism - in_flight)
+        outdated.sort(key=lambda t: (t.get("slot") or 0, t.get("node_id") or ""))
+        for task in outdated[:budget]:
+            self.replace_outdated(task)
+        for task in current + outdated[budget:]:
+            if "version" in task:
+                self.release(task)
 
     def replace_outdated(self, task: dict) -> None:
         self.ops.append(desired(task["id"], SHUTDOWN))
