@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 from dataclasses import asdict, dataclass, field
 
 from swarmpy import defaults
@@ -36,6 +37,14 @@ class NodeConfig:
     @property
     def raft_addr(self) -> str:
         return f"{self.advertise_addr}:{self.port + 1}"
+
+    @property
+    def api_tcp(self) -> tuple[str, int] | None:
+        """(host, port) of the API on TCP, or None when it is served on the unix socket only."""
+        if not self.api_addr:
+            return None
+        host, _, port = self.api_addr.rpartition(":")
+        return host or "0.0.0.0", int(port)
 
     @property
     def certs_dir(self) -> str:
@@ -89,7 +98,6 @@ def new_secret() -> str:
 
 def erase_state(data_dir: str) -> None:
     """Forget the node: its config and its copy of the cluster state (leave, failed init)."""
-    import shutil
     for name in (CONFIG_FILE, "raft", "swarmpy.pid", "certificates"):
         target = os.path.join(data_dir, name)
         if os.path.isdir(target):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 
@@ -55,12 +54,9 @@ class Daemon:
         await self.dispatcher.start(cfg.listen_host, cfg.port, ssl=tls.server_context(node_tls))
         self.api = HttpApi(self)
         _claim_socket(cfg.socket)
-        tcp, ssl_context = None, None
-        if cfg.api_addr:
-            host, _, port = cfg.api_addr.rpartition(":")
-            tcp = (host or "0.0.0.0", int(port))
-            ssl_context = tls.server_context(tls.TLSFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key))
-        await self.api.start(cfg.socket, tcp, ssl_context)
+        ssl_context = (tls.server_context(tls.TLSFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key))
+                       if cfg.api_tcp else None)
+        await self.api.start(cfg.socket, cfg.api_tcp, ssl_context)
         # Written only now: a second daemon for the same data dir has failed before this point.
         with open(os.path.join(cfg.data_dir, "swarmpy.pid"), "w") as f:
             f.write(str(os.getpid()))
@@ -159,9 +155,8 @@ def check_ports(config: NodeConfig) -> None:
     """Name a taken port up front: pysyncobj would otherwise just never elect a leader."""
     wanted = [(config.listen_host, config.port, "cluster (dispatcher)"),
               (config.advertise_addr, config.port + 1, "Raft")]
-    if config.api_addr:
-        host, _, port = config.api_addr.rpartition(":")
-        wanted.append((host or "0.0.0.0", int(port), "API (TCP)"))
+    if config.api_tcp:
+        wanted.append((*config.api_tcp, "API (TCP)"))
     for host, port, what in wanted:
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

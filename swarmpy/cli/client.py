@@ -36,8 +36,8 @@ def socket_path(host: str | None) -> str:
     if host.startswith("unix://"):
         return host[len("unix://"):]
     if "://" in host:
-        raise DaemonError(0, f"{host} is not a unix socket; this command needs the local daemon's "
-                             "socket (unix:///path)")
+        raise DaemonError(0, f"{host} is not a unix socket: use unix:///path (or tcp://HOST:PORT "
+                             "where a remote daemon will do)")
     return host
 
 
@@ -60,14 +60,12 @@ class Client:
     def __init__(self, host: str | None = None, timeout: float = 30.0) -> None:
         self.host = resolve_host(host)
         self.timeout = timeout
-        self.path = self.host[len("unix://"):] if self.host.startswith("unix://") else self.host
+        self.tcp: tuple[str, int] | None = None
         if self.host.startswith("tcp://"):
-            addr = self.host[len("tcp://"):]
-            self.tcp = (addr.rpartition(":")[0], int(addr.rpartition(":")[2] or defaults.API_TCP_PORT))
-        elif "://" in self.host and not self.host.startswith("unix://"):
-            raise DaemonError(0, f"unsupported host {self.host!r}; use unix:///path or tcp://HOST:PORT")
+            addr, _, port = self.host[len("tcp://"):].rpartition(":")
+            self.tcp = (addr, int(port or defaults.API_TCP_PORT))
         else:
-            self.tcp = None
+            self.path = socket_path(self.host)
 
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
         if self.tcp is None:

@@ -97,7 +97,7 @@ def build_parser() -> Parser:
     p.set_defaults(func=swarm.info)
 
     p = sub.add_parser("events", help="follow changes to the cluster state")
-    p.add_argument("--kind", choices=["nodes", "services", "tasks", "networks", "secrets", "configs"])
+    p.add_argument("-f", "--filter", action="append", default=[], help="type=service|node|task|...")
     _common(p, fmt=True)
     p.set_defaults(func=swarm.events)
 
@@ -126,8 +126,8 @@ def build_parser() -> Parser:
     p.set_defaults(func=service.ls)
     p = services.add_parser("ps")
     _common(p, quiet=True, fmt=True)
-    p.add_argument("--filter-desired", choices=["running", "shutdown"],
-                   help="only tasks with this desired state (docker: -f desired-state=...)")
+    p.add_argument("-f", "--filter", action="append", default=[],
+                   help="desired-state=running|shutdown")
     p.add_argument("services", nargs="+")
     p.set_defaults(func=service.ps)
     p = services.add_parser("inspect")

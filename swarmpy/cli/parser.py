@@ -32,3 +32,16 @@ class Parser(argparse.ArgumentParser):
 
 def invalid(flag: str, value, why: str) -> UsageError:
     return UsageError(f'invalid argument "{value}" for "{flag}" flag: {why}')
+
+
+def filters(items: list[str], allowed: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """docker's `-f KEY=VALUE` filters, checked against the keys and values a command knows."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in allowed:
+            raise invalid("--filter", item, f"use {' or '.join(f'{k}=VALUE' for k in allowed)}")
+        if value not in allowed[key]:
+            raise invalid("--filter", item, f"{key} must be one of {', '.join(allowed[key])}")
+        out[key] = value
+    return out

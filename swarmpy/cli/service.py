@@ -5,7 +5,7 @@ import sys
 
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import ago, dump_json, short, state_label, table
-from swarmpy.cli.parser import invalid
+from swarmpy.cli.parser import filters, invalid
 from swarmpy.units import parse_cpus, parse_duration, parse_memory
 
 
@@ -98,8 +98,8 @@ def ps(args) -> int:
     nodes = {n["id"]: n.get("description", {}).get("hostname", n["id"]) for n in client.get("/nodes")}
     tasks = []
     for ref in args.services:
-        tasks += client.get("/tasks", service=ref, **({"desired-state": args.filter_desired}
-                                                       if args.filter_desired else {}))
+        tasks += client.get("/tasks", service=ref,
+                            **filters(args.filter, {"desired-state": ("running", "shutdown")}))
     if args.quiet:
         print("\n".join(t["id"] for t in tasks))
         return 0

@@ -10,7 +10,7 @@ import time
 from swarmpy import defaults
 from swarmpy.cli.client import Client, DaemonError, NoDaemon, socket_path
 from swarmpy.cli.output import dump_json
-from swarmpy.cli.parser import invalid
+from swarmpy.cli.parser import filters, invalid
 from swarmpy.config import NodeConfig, erase_state, new_secret
 from swarmpy.models import new_id
 from swarmpy.tls import TLSFiles
@@ -176,9 +176,13 @@ def info(args) -> int:
     return 0
 
 
+EVENT_TYPES = ("node", "service", "task", "network", "secret", "config")
+
+
 def events(args) -> int:
     """Print cluster changes as they are committed, as `docker events` does."""
-    query = {"kind": args.kind} if args.kind else None
+    wanted = filters(args.filter, {"type": EVENT_TYPES}).get("type")
+    query = {"kind": wanted + "s"} if wanted else None
     buffer = b""
     try:
         for chunk in Client(args.host).stream("/events", query=query):

@@ -47,6 +47,39 @@ async def _until_client_gone(request: web.Request, poll_s: float = 0.5) -> None:
         await asyncio.sleep(poll_s)
 
 
+async def _stream(request: web.Request, content_type: str, produce) -> web.StreamResponse:
+    """Serve `produce(response)` as a streaming body until it ends or the client goes.
+    aiohttp does not cancel a handler whose client left: a quiet `logs -f` or `events`
+    would otherwise follow (and hold its agent reader or store watcher) forever."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    await response.prepare(request)
+    body = asyncio.ensure_future(produce(response))
+    watcher = asyncio.create_task(_until_client_gone(request))
+    try:
+        await asyncio.wait([body, watcher], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not body.done():
+            body.cancel()
+            await asyncio.gather(body, return_exceptions=True)
+            return response
+    try:
+        body.result()
+    except ConnectionResetError:
+        return response
+    await response.write_eof()
+    return response
+
+
+def _version(request: web.Request, kind: str) -> int:
+    version = request.query.get("version", "")
+    if not version.isdigit():
+        raise web.HTTPBadRequest(text=json.dumps({
+            "message": f"the query parameter version is required: the {kind} version you read "
+                       f"(swarmpy {kind} inspect shows it)"}), content_type="application/json")
+    return int(version)
+
+
 async def _json_body(request: web.Request):
     text = await request.text()
     try:
@@ -106,11 +139,7 @@ class HttpApi:
         return web.json_response(self.control.node(request.match_info["ref"]))
 
     async def update_node(self, request):
-        version = request.query.get("version", "")
-        if not version.isdigit():
-            return _error(400, "the query parameter version is required: the node version you read "
-                               "(swarmpy node inspect shows it)")
-        node = await self.control.update_node(request.match_info["ref"], int(version),
+        node = await self.control.update_node(request.match_info["ref"], _version(request, "node"),
                                               await _json_body(request))
         return web.json_response(node)
 
@@ -125,11 +154,7 @@ class HttpApi:
         return web.json_response(service, status=201)
 
     async def update_service(self, request):
-        version = request.query.get("version", "")
-        if not version.isdigit():
-            return _error(400, "the query parameter version is required: the service version you read "
-                               "(swarmpy service inspect shows it)")
-        service = await self.control.update_service(request.match_info["ref"], int(version),
+        service = await self.control.update_service(request.match_info["ref"], _version(request, "service"),
                                                     await _json_body(request))
         return web.json_response(service)
 
@@ -145,22 +170,9 @@ class HttpApi:
         service = self.control.service(request.match_info["ref"])
         follow = request.query.get("follow", "") in ("1", "true")
         tail = request.query.get("tail", "all")
-        response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
-        await response.prepare(request)
         tasks = [t for t in self.control.list_tasks(service["id"]) if t["status"].get("container_id")]
-        pumps = asyncio.gather(*(self._pump_task_logs(response, t, follow, tail) for t in tasks))
-        watcher = asyncio.create_task(_until_client_gone(request))
-        # aiohttp does not cancel a handler whose client left: a quiet `logs -f` would follow
-        # forever on the agent.  Stop the streams (and the agent's readers) when it goes.
-        await asyncio.wait([pumps, watcher], return_when=asyncio.FIRST_COMPLETED)
-        watcher.cancel()
-        if not pumps.done():
-            pumps.cancel()
-            await asyncio.gather(pumps, return_exceptions=True)
-            return response
-        pumps.result()
-        await response.write_eof()
-        return response
+        return await _stream(request, "text/plain; charset=utf-8", lambda response: asyncio.gather(
+            *(self._pump_task_logs(response, t, follow, tail) for t in tasks)))
 
     async def _pump_task_logs(self, response, task: dict, follow: bool, tail: str) -> None:
         node = self.daemon.store.get("nodes", task["node_id"]) or {}
@@ -180,25 +192,22 @@ class HttpApi:
         """Committed changes as JSON lines: {"action", "kind", "id", "name", "index"}; follows until
         the client goes.  Cluster-object events are left out: they carry the join tokens."""
         kinds = set(request.query.getall("kind", [])) or None
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        queue = self.daemon.store.watch()
-        try:
-            while True:
-                lines = []
-                for e in await queue.get():
-                    if e.kind == "cluster" or (kinds and e.kind not in kinds):
-                        continue
-                    name = (e.obj.get("spec") or {}).get("name") if e.kind != "tasks" else None
-                    lines.append(json.dumps({"action": e.action, "kind": e.kind, "id": e.obj["id"],
-                                             "name": name, "index": e.index, "time": time.time()}) + "\n")
-                if lines:
-                    await response.write("".join(lines).encode())
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self.daemon.store.unwatch(queue)
-        return response
+
+        async def produce(response) -> None:
+            queue = self.daemon.store.watch()
+            try:
+                while True:
+                    lines = [json.dumps({"action": e.action, "kind": e.kind, "id": e.obj["id"],
+                                         "name": (e.obj.get("spec") or {}).get("name") if e.kind != "tasks" else None,
+                                         "index": e.index, "time": time.time()}) + "\n"
+                             for e in await queue.get()
+                             if e.kind != "cluster" and (not kinds or e.kind in kinds)]
+                    if lines:
+                        await response.write("".join(lines).encode())
+            finally:
+                self.daemon.store.unwatch(queue)
+
+        return await _stream(request, "application/x-ndjson", produce)
 
     async def leave(self, request):
         force = request.query.get("force", "") in ("1", "true")

@@ -70,8 +70,9 @@ class SlotPlan:
         time (stop-first).  A replacement counts as in flight until it runs, so a new spec
         that never starts holds the rest of the update back instead of replacing them all."""
         parallelism = self.service["spec"].get("update_parallelism", 1)
-        outdated = [t for t in live_tasks if "version" in t and spec_changed(self.service, t)]
-        current = [t for t in live_tasks if t not in outdated]
+        outdated, current = [], []
+        for task in live_tasks:
+            (outdated if "version" in task and spec_changed(self.service, task) else current).append(task)
         in_flight = sum(1 for t in current if t.get("status", {}).get("state", 0) < RUNNING)
         budget = len(outdated) if parallelism == 0 else max(0, parallelism - in_flight)
         outdated.sort(key=lambda t: (t.get("slot") or 0, t.get("node_id") or ""))
