@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import queue
 import threading
 import time
 from typing import Callable
@@ -20,6 +21,10 @@ from raft.errors import ERRORS_BY_CODE, NotLeaderError, StoreError, UnavailableE
 from raft.tables import Event, Tables
 
 COMMIT_TIMEOUT_S = 10.0
+# A write waits this long for an election in progress before it reports that there is no leader.
+LEADER_WAIT_S = 2.0
+NO_LEADER = ("The swarm does not have a leader. It's possible that too few managers are online. "
+             "Make sure more than half of the managers are online.")
 QUEUE_FULL_RETRIES = 50
 # The store drives pysyncobj's ticks itself: fast while writes are in flight (a commit
 # completes on the tick after it is appended), slow when idle, where a 2 ms tick would
@@ -54,6 +59,9 @@ def raft_conf(data_dir: str, password: str, **overrides) -> SyncObjConf:
     conf = dict(password=password, appendEntriesUseBatch=False, autoTick=False,
                 raftMinTimeout=0.15, raftMaxTimeout=0.3, appendEntriesPeriod=0.04,
                 connectionTimeout=1.0, connectionRetryTime=0.2, dynamicMembershipChange=True,
+                # A leader cut off from the majority steps down after 1 s (default 30 s), so
+                # writes on its side fail fast with NO_LEADER instead of waiting.
+                leaderFallbackTimeout=1.0,
                 journalFile=os.path.join(data_dir, "raft.journal"),
                 fullDumpFile=os.path.join(data_dir, "raft.dump"),
                 commandsQueueSize=100000)
@@ -77,6 +85,7 @@ class ClusterStore:
         self._replica = _Replica(self._publish)
         self._raft = SyncObj(self_addr, partners, raft_conf(data_dir, password, **conf_overrides),
                              consumers=[self._replica])
+        self._on_tick_thread: queue.SimpleQueue = queue.SimpleQueue()
         self._closing = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="raft-tick", daemon=True)
         self._ticker.start()
@@ -84,6 +93,8 @@ class ClusterStore:
     def _tick_loop(self) -> None:
         raft = self._raft
         while not self._closing.is_set():
+            while not self._on_tick_thread.empty():    # calls pysyncobj allows only on its thread
+                self._on_tick_thread.get_nowait()()
             busy = time.monotonic() - self._replica.last_activity < BUSY_FOR_S
             try:
                 raft.doTick(BUSY_TICK_S if busy else IDLE_TICK_S)
@@ -120,6 +131,16 @@ class ClusterStore:
         return {"term": st.get("raft_term"), "leader": self.leader(), "self": str(st.get("self")),
                 "commit_index": st.get("commit_idx"), "last_applied": st.get("last_applied")}
 
+    def members(self) -> list[str]:
+        """Raft addresses of every voting member, this one included."""
+        return sorted([str(self._raft.selfNode)] + [str(n) for n in self._raft.otherNodes])
+
+    def reachable(self, addr: str) -> bool:
+        """Whether this member holds a live connection to `addr` (itself counts)."""
+        if addr == str(self._raft.selfNode):
+            return True
+        return any(str(n) == addr and self._raft.isNodeConnected(n) for n in self._raft.otherNodes)
+
     async def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while not (self.is_ready() and self.leader() is not None):
@@ -129,8 +150,11 @@ class ClusterStore:
 
     # -- writes --------------------------------------------------------------
     async def commit(self, ops: list[dict]) -> dict:
-        """Commit one transaction; raises a StoreError subclass if it was not applied."""
+        """Commit one transaction; raises a StoreError subclass if it was not applied.
+        On a follower the write is forwarded to the leader, and this returns once the
+        follower has applied it too, so a read after a write sees it."""
         payload = msgpack.packb(ops)
+        await self._wait_leader()
         for attempt in range(QUEUE_FULL_RETRIES):
             result, reason = await self._submit(payload)
             if reason != FAIL_REASON.QUEUE_FULL:
@@ -139,13 +163,67 @@ class ClusterStore:
         if reason == FAIL_REASON.SUCCESS:
             if not result["ok"]:
                 raise ERRORS_BY_CODE.get(result["code"], StoreError)(result["error"])
+            await self._wait_applied(result["index"])
             return result
-        if reason in (FAIL_REASON.NOT_LEADER, FAIL_REASON.MISSING_LEADER):
+        if reason == FAIL_REASON.MISSING_LEADER:
+            raise UnavailableError(NO_LEADER + " The write was not confirmed.")
+        if reason == FAIL_REASON.NOT_LEADER:
             raise NotLeaderError("this manager is not the Raft leader")
         if reason == FAIL_REASON.LEADER_CHANGED:
             raise UnavailableError("the Raft leader changed before the write was committed; retry")
         raise UnavailableError(f"the write's outcome is unknown ({_reason_name(reason)}); "
                                "the cluster may have lost quorum")
+
+    async def _wait_leader(self) -> None:
+        deadline = time.monotonic() + LEADER_WAIT_S
+        while self.leader() is None:
+            if time.monotonic() > deadline:
+                raise UnavailableError(NO_LEADER)
+            await asyncio.sleep(0.01)
+
+    async def _wait_applied(self, index: int) -> None:
+        deadline = time.monotonic() + COMMIT_TIMEOUT_S
+        while self.tables.index < index and time.monotonic() < deadline:
+            await asyncio.sleep(0.002)
+
+    # -- membership (one change at a time; the caller serialises them) --------------------
+    async def add_member(self, addr: str, wait: bool = True) -> None:
+        await self._membership(self._raft.addNodeToCluster, addr, "add", wait)
+
+    async def remove_member(self, addr: str) -> None:
+        await self._membership(self._raft.removeNodeFromCluster, addr, "remove", True)
+
+    async def transfer_leadership(self) -> None:
+        """Hand leadership to the most up-to-date connected member (Raft's TimeoutNow)."""
+        def transfer(arg, callback):
+            self._on_tick_thread.put(lambda: self._raft.transferLeadership(arg, callback))
+
+        _, reason = await self._call(transfer, None)
+        if reason != FAIL_REASON.SUCCESS:
+            raise UnavailableError(f"leadership could not be transferred ({_reason_name(reason)}): "
+                                   "no other manager is connected and up to date")
+
+    async def _membership(self, method, addr: str, what: str, wait: bool) -> None:
+        await self._wait_leader()
+        if not wait:
+            method(addr)
+            self._replica.last_activity = time.monotonic()
+            return
+        _, reason = await self._call(method, addr)
+        if reason != FAIL_REASON.SUCCESS:
+            raise UnavailableError(f"could not {what} Raft member {addr} ({_reason_name(reason)}); "
+                                   "membership changes go one at a time, retry")
+
+    async def _call(self, method, arg) -> tuple:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+
+        def done(result, reason):
+            loop.call_soon_threadsafe(_resolve, fut, (result, reason))
+
+        self._replica.last_activity = time.monotonic()
+        method(arg, callback=done)
+        return await self._await_outcome(fut)
 
     async def _submit(self, payload: bytes) -> tuple[dict | None, int]:
         loop = asyncio.get_running_loop()
@@ -156,10 +234,25 @@ class ClusterStore:
 
         self._replica.last_activity = time.monotonic()
         self._replica.apply_txn(payload, callback=done)
-        try:
-            return await asyncio.wait_for(fut, COMMIT_TIMEOUT_S)
-        except asyncio.TimeoutError:
-            return None, FAIL_REASON.REQUEST_DENIED
+        return await self._await_outcome(fut)
+
+    async def _await_outcome(self, fut: asyncio.Future) -> tuple:
+        """The callback's (result, reason); MISSING_LEADER once the cluster has had no
+        leader for LEADER_WAIT_S (lost quorum), rather than waiting out the whole timeout."""
+        deadline = time.monotonic() + COMMIT_TIMEOUT_S
+        leaderless_since = None
+        while time.monotonic() < deadline:
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), 0.1)
+            except asyncio.TimeoutError:
+                pass
+            if self.leader() is not None:
+                leaderless_since = None
+            elif leaderless_since is None:
+                leaderless_since = time.monotonic()
+            elif time.monotonic() - leaderless_since > LEADER_WAIT_S:
+                return None, FAIL_REASON.MISSING_LEADER
+        return None, FAIL_REASON.REQUEST_DENIED
 
     # -- watch ---------------------------------------------------------------
     def watch(self) -> asyncio.Queue:

@@ -6,6 +6,8 @@ Certificates name the node id as CN and the role as OU (`swarm-manager`,
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import secrets
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -70,6 +72,79 @@ def issue(root: KeyPair, node_id: str, role: str, hosts: list[str] | None = None
                .add_extension(x509.SubjectAlternativeName(sans), critical=False))
     cert = builder.sign(ca_key, hashes.SHA256())
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def new_key_and_csr() -> tuple[bytes, bytes]:
+    """A joining node's key (it never leaves the node) and the request the CA signs."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(_name("swarmpy-node"))
+           .sign(key, hashes.SHA256()))
+    return csr.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def sign_csr(root: KeyPair, csr_pem: bytes, node_id: str, role: str) -> bytes:
+    """The CA decides the identity: the CSR contributes only its public key."""
+    csr = x509.load_pem_x509_csr(csr_pem)
+    if not csr.is_signature_valid:
+        raise ValueError("the certificate request's signature is invalid")
+    ca_cert = x509.load_pem_x509_certificate(root.cert_pem)
+    ca_key = serialization.load_pem_private_key(root.key_pem, password=None)
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(node_id, f"swarm-{role}"))
+            .issuer_name(ca_cert.subject).public_key(csr.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + NODE_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_id)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def digest(ca_cert_pem: bytes) -> str:
+    """The root CA's fingerprint as a join token carries it: sha256 of the DER, base 36,
+    50 digits (docker's SWMTKN-1 layout)."""
+    der = x509.load_pem_x509_certificate(ca_cert_pem).public_bytes(serialization.Encoding.DER)
+    return _base36(int.from_bytes(hashlib.sha256(der).digest(), "big")).rjust(50, "0")
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
+
+
+def new_join_token(ca_cert_pem: bytes) -> str:
+    """SWMTKN-1-<CA digest>-<secret>: the digest lets a joining node refuse a manager of
+    another cluster; the secret (25 base-36 digits, ~129 bits) admits it."""
+    return f"SWMTKN-1-{digest(ca_cert_pem)}-{_base36(secrets.randbits(129)).rjust(25, '0')[:25]}"
+
+
+def token_ca_digest(token: str) -> str:
+    parts = token.split("-")
+    if len(parts) != 4 or parts[:2] != ["SWMTKN", "1"] or len(parts[2]) != 50 or len(parts[3]) != 25:
+        raise ValueError("invalid join token: expected SWMTKN-1-<50 digits>-<25 digits>, as printed by "
+                         "'swarmpy join-token'")
+    return parts[2]
+
+
+def expires_at(cert_pem: bytes) -> dt.datetime:
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_after_utc
+
+
+def identity(peercert: dict | None) -> tuple[str, str] | None:
+    """(node id, role) from a verified peer certificate as `ssl` reports it, else None."""
+    if not peercert:
+        return None
+    fields = {k: v for rdn in peercert.get("subject", ()) for k, v in rdn}
+    node_id, ou = fields.get("commonName"), fields.get("organizationalUnitName", "")
+    if not node_id or not ou.startswith("swarm-"):
+        return None
+    return node_id, ou[len("swarm-"):]
 
 
 def write(pair: KeyPair, cert_path: str, key_path: str) -> None:

@@ -33,10 +33,21 @@ class NodeConfig:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    raft_peers: list[str] = field(default_factory=list)   # other managers' Raft addresses (managers)
+    managers: list[str] = field(default_factory=list)     # managers' cluster addresses HOST:PORT (agent)
 
     @property
     def raft_addr(self) -> str:
         return f"{self.advertise_addr}:{self.port + 1}"
+
+    @property
+    def cluster_addr(self) -> str:
+        return f"{self.advertise_addr}:{self.port}"
+
+    def manager_addrs(self) -> list[tuple[str, int]]:
+        """Where the agent looks for a dispatcher: this node first when it is a manager."""
+        addrs = ([self.cluster_addr] if self.role == "manager" else []) + self.managers
+        return [split_addr(a) for a in dict.fromkeys(addrs)]
 
     @property
     def api_tcp(self) -> tuple[str, int] | None:
@@ -67,6 +78,15 @@ class NodeConfig:
         ca.write(root, files.ca, os.path.join(self.certs_dir, "ca-key.pem"))
         ca.write(ca.issue(root, self.node_id, self.role), files.cert, files.key)
 
+    def store_certificates(self, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:
+        """What a joining node receives: the cluster's root certificate and its own."""
+        from swarmpy import ca
+        os.makedirs(self.certs_dir, mode=0o700, exist_ok=True)
+        files = self.node_tls()
+        with open(files.ca, "wb") as f:
+            f.write(ca_pem)
+        ca.write(ca.KeyPair(cert_pem, key_pem), files.cert, files.key)
+
     @property
     def path(self) -> str:
         return os.path.join(self.data_dir, CONFIG_FILE)
@@ -87,9 +107,15 @@ class NodeConfig:
         return os.path.exists(os.path.join(data_dir, CONFIG_FILE))
 
 
-def join_token(cluster_secret: str, role: str) -> str:
-    """Docker's shape, SWMTKN-1-<cluster part>-<role part>; the role part is random per cluster."""
-    return f"SWMTKN-1-{cluster_secret[:50]}-{secrets.token_hex(13)[:25]}"
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+def raft_to_cluster_addr(raft_addr: str) -> str:
+    """Raft listens on the cluster port + 1, so a Raft leader's address names its dispatcher."""
+    host, port = split_addr(raft_addr)
+    return f"{host}:{port - 1}"
 
 
 def new_secret() -> str:

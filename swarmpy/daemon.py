@@ -9,9 +9,10 @@ import signal
 import socket
 
 from raft.store import ClusterStore, derive_raft_password
-from swarmpy import log, tls
-from swarmpy.config import NodeConfig, erase_state, join_token
+from swarmpy import ca, log, tls
+from swarmpy.config import NodeConfig, erase_state
 from swarmpy.manager.allocator import Allocator
+from swarmpy.manager.caserver import CAServer
 from swarmpy.manager.controlapi import ControlAPI
 from swarmpy.manager.dispatcher import Dispatcher
 from swarmpy.manager.httpapi import HttpApi
@@ -24,6 +25,8 @@ from worker.resources import discover, hostname
 
 VERSION = "0.1.0"
 LEADERSHIP_POLL_S = 0.05
+MEMBERSHIP_POLL_S = 1.0
+START_TIMEOUT_S = 60.0
 
 
 class Daemon:
@@ -34,7 +37,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._leaving = False
         self._leader_components: list = []
-        self.store: ClusterStore | None = None
+        self.store: ClusterStore | None = None      # managers only
+        self.control: ControlAPI | None = None
 
     # -- start and stop ---------------------------------------------------------------
     async def run(self) -> None:
@@ -42,16 +46,11 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        self.store = ClusterStore(cfg.raft_addr, [], os.path.join(cfg.data_dir, "raft"),
-                                  derive_raft_password(cfg.cluster_secret))
-        await self.store.wait_ready()
-        await self._ensure_cluster()
-        self.control = ControlAPI(self.store)
-        self.dispatcher = Dispatcher(self.store, cfg.heartbeat_period)
         cfg.ensure_certificates()
         node_tls = cfg.node_tls()
-        # Node traffic is mutual TLS: both ends present certificates of the cluster's CA.
-        await self.dispatcher.start(cfg.listen_host, cfg.port, ssl=tls.server_context(node_tls))
+        self._background = []
+        if self.is_manager:
+            await self._start_manager(node_tls)
         self.api = HttpApi(self)
         _claim_socket(cfg.socket)
         ssl_context = (tls.server_context(tls.TLSFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key))
@@ -61,21 +60,30 @@ class Daemon:
         with open(os.path.join(cfg.data_dir, "swarmpy.pid"), "w") as f:
             f.write(str(os.getpid()))
         resources = discover(cfg.generic_resources)
-        self.agent = Agent(cfg.node_id, ("127.0.0.1" if cfg.listen_host in ("0.0.0.0", "") else cfg.listen_host,
-                                         cfg.port),
-                           self.control.join_tokens()["manager"], cfg.role, cfg.hostname or hostname(),
-                           resources, cfg.labels,
-                           manager_status={"raft_addr": cfg.raft_addr, "reachability": "reachable",
-                                           "addr": f"{cfg.advertise_addr}:{cfg.port}"},
-                           ssl=tls.client_context(node_tls))
-        self._background = background = [asyncio.create_task(self._follow_leadership()),
-                                         asyncio.create_task(self.agent.run())]
-        self.log.info("daemon_started", node=cfg.node_id, socket=cfg.socket, port=cfg.port,
+        self.agent = Agent(cfg.node_id, cfg.manager_addrs(), cfg.role, cfg.hostname or hostname(),
+                           resources, cfg.labels, ssl=tls.client_context(node_tls),
+                           on_managers=self._remember_managers)
+        self._background.append(asyncio.create_task(self.agent.run()))
+        self.log.info("daemon_started", node=cfg.node_id, role=cfg.role, socket=cfg.socket, port=cfg.port,
                       nvml=resources.nvml)
         try:
             await self._stop.wait()
         finally:
-            await self._shutdown(background)
+            await self._shutdown(self._background)
+
+    async def _start_manager(self, node_tls: tls.TLSFiles) -> None:
+        cfg = self.config
+        self.store = ClusterStore(cfg.raft_addr, cfg.raft_peers, os.path.join(cfg.data_dir, "raft"),
+                                  derive_raft_password(cfg.cluster_secret))
+        await self.store.wait_ready(timeout=START_TIMEOUT_S)
+        await self._ensure_cluster()
+        self.control = ControlAPI(self.store)
+        self.dispatcher = Dispatcher(self.store, cfg.heartbeat_period, CAServer(self.store, cfg))
+        # Node traffic is mutual TLS: a node presents its certificate from the cluster's CA;
+        # without one, a connection may only fetch the CA or join with a token.
+        await self.dispatcher.start(cfg.listen_host, cfg.port, ssl=tls.node_server_context(node_tls))
+        self._background += [asyncio.create_task(self._follow_leadership()),
+                             asyncio.create_task(self._follow_membership())]
 
     async def _shutdown(self, background: list[asyncio.Task]) -> None:
         for task in background:
@@ -83,9 +91,10 @@ class Daemon:
         await asyncio.gather(*background, return_exceptions=True)
         for component in self._leader_components:
             await component.stop()
-        await self.dispatcher.stop()
+        if self.store is not None:
+            await self.dispatcher.stop()
+            self.store.close()
         self.agent.engine.close()
-        self.store.close()
         if self._leaving:
             erase_state(self.config.data_dir)
         # The API goes last: `swarmpy leave` returns when it stops answering, and by then
@@ -111,40 +120,73 @@ class Daemon:
 
     # -- cluster object and leadership ------------------------------------------------------
     async def _ensure_cluster(self) -> None:
-        if self.store.get("cluster", "default") is None and self.store.is_leader():
-            secret = self.config.cluster_secret
-            await self.store.commit([{"op": "create", "kind": "cluster", "obj": {
-                "id": "default", "cluster_id": self.config.cluster_id, "created_at": now(),
-                "join_tokens": {"worker": join_token(secret, "worker"),
-                                "manager": join_token(secret, "manager")}}}])
+        """At init: the cluster object (root CA, join tokens) and the first manager's node."""
+        if self.store.get("cluster", "default") is not None or not self.store.is_leader():
+            return
+        cfg = self.config
+        with open(cfg.node_tls().ca, "rb") as f, open(os.path.join(cfg.certs_dir, "ca-key.pem"), "rb") as k:
+            root = ca.KeyPair(f.read(), k.read())
+        await self.store.commit([
+            {"op": "create", "kind": "cluster", "obj": {
+                "id": "default", "cluster_id": cfg.cluster_id, "created_at": now(),
+                # The CA key lives in the Raft store, so any manager can sign joining nodes.
+                "root_ca": {"cert": root.cert_pem.decode(), "key": root.key_pem.decode()},
+                "join_tokens": {"worker": ca.new_join_token(root.cert_pem),
+                                "manager": ca.new_join_token(root.cert_pem)}}},
+            {"op": "create", "kind": "nodes", "obj": {
+                "id": cfg.node_id, "created_at": now(),
+                "spec": {"role": "manager", "availability": "active", "labels": cfg.labels},
+                "description": {"hostname": cfg.hostname or hostname()},
+                "status": {"state": "unknown", "message": "", "addr": cfg.advertise_addr, "timestamp": now()},
+                "manager_status": {"raft_addr": cfg.raft_addr, "addr": cfg.cluster_addr,
+                                   "reachability": "reachable"}}}])
 
     async def _follow_leadership(self) -> None:
         while True:
             leader = self.store.is_leader()
             if leader and not self._leader_components:
+                await self.dispatcher.leadership_changed(True)
                 self._leader_components = [Allocator(self.store), Orchestrator(self.store),
                                            Scheduler(self.store),
                                            TaskReaper(self.store, self.config.task_history_limit)]
                 for component in self._leader_components:
                     component.start()
-                self.log.info("became_leader")
+                self.log.info("became_leader", term=self.store.status()["term"])
             elif not leader and self._leader_components:
                 for component in self._leader_components:
                     await component.stop()
                 self._leader_components = []
+                await self.dispatcher.leadership_changed(False)
                 self.log.info("lost_leadership")
             await asyncio.sleep(LEADERSHIP_POLL_S)
 
+    async def _follow_membership(self) -> None:
+        """Keep node.json's Raft peers current: a restart must find the members of today."""
+        while True:
+            peers = [m for m in self.store.members() if m != self.config.raft_addr]
+            if sorted(peers) != sorted(self.config.raft_peers):
+                self.config.raft_peers = peers
+                self.config.save()
+                self.log.info("raft_members", members=self.store.members())
+            await asyncio.sleep(MEMBERSHIP_POLL_S)
+
+    def _remember_managers(self, addrs: list[str]) -> None:
+        self.config.managers = addrs
+        self.config.save()
+
     def info(self) -> dict:
-        node = self.store.get("nodes", self.config.node_id) or {}
-        return {"version": VERSION, "node_id": self.config.node_id, "cluster": self.control.cluster(),
-                "cluster_id": self.config.cluster_id, "role": self.config.role,
-                "hostname": node.get("description", {}).get("hostname", ""),
-                "node_state": node.get("status", {}).get("state", "pending"),
-                "is_leader": self.store.is_leader(), "raft": self.store.status(),
-                "addr": f"{self.config.advertise_addr}:{self.config.port}",
-                "data_dir": self.config.data_dir, "pid": os.getpid(),
-                "log_readers": self.agent.log_readers}
+        cfg = self.config
+        base = {"version": VERSION, "node_id": cfg.node_id, "cluster_id": cfg.cluster_id, "role": cfg.role,
+                "hostname": cfg.hostname or hostname(), "addr": cfg.cluster_addr, "data_dir": cfg.data_dir,
+                "pid": os.getpid(), "log_readers": self.agent.log_readers}
+        if self.store is None:      # a worker knows only its own session
+            return dict(base, node_state="ready" if self.agent.connected.is_set() else "down",
+                        is_leader=False, managers=[f"{h}:{p}" for h, p in self.agent.managers])
+        node = self.store.get("nodes", cfg.node_id) or {}
+        return dict(base, cluster=self.control.cluster(),
+                    hostname=node.get("description", {}).get("hostname", base["hostname"]),
+                    node_state=node.get("status", {}).get("state", "pending"),
+                    is_leader=self.store.is_leader(), raft=dict(self.store.status(), members=self.store.members()))
 
 
 class PortInUse(Exception):
@@ -187,7 +229,8 @@ def main(data_dir: str) -> None:
     log.configure()
     config = NodeConfig.load(data_dir)
     try:
-        check_ports(config)
+        if config.role == "manager":
+            check_ports(config)
         asyncio.run(Daemon(config).run())
     except PortInUse as exc:
         log.get("daemon").error("cannot_start", error=str(exc))

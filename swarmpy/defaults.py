@@ -18,7 +18,7 @@ PULL_POLICY = "missing"
 TASK_HISTORY_LIMIT = 5
 UPDATE_PARALLELISM = 1       # tasks replaced at a time when a service's spec changes; 0: all at once
 
-HEARTBEAT_PERIOD_S = 5.0
+HEARTBEAT_PERIOD_S = 2.0     # swarm: 5 s. A node is down after 3 missed periods: 6 s here, 15 s in swarm
 HEARTBEAT_EPSILON_S = 0.5
 NODE_DOWN_AFTER_PERIODS = 3
 

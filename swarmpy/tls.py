@@ -42,6 +42,14 @@ def server_context(files: TLSFiles) -> ssl.SSLContext:
     return ctx
 
 
+def node_server_context(files: TLSFiles) -> ssl.SSLContext:
+    """The cluster port: a node certificate is verified when presented, and a connection
+    without one may only ask the CA server (the root certificate, a join with a token)."""
+    ctx = server_context(files)
+    ctx.verify_mode = ssl.CERT_OPTIONAL
+    return ctx
+
+
 def client_context(files: TLSFiles) -> ssl.SSLContext:
     files.check()
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=files.ca)

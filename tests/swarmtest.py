@@ -127,7 +127,8 @@ class Result:
 class Cluster:
     """One swarmpy node (a one-node cluster) run for a test, and the ways to look at it."""
 
-    def __init__(self, docker_client, image: str, workdir: str, hostname: str) -> None:
+    def __init__(self, docker_client, image: str, workdir: str, hostname: str, addr: str = "127.0.0.1",
+                 netns: str | None = None, docker_host: str | None = None) -> None:
         self.docker = docker_client
         self.image = image
         self.workdir = workdir
@@ -135,20 +136,44 @@ class Cluster:
         self.socket = f"/tmp/swarmpy-test-{uuid.uuid4().hex[:10]}.sock"   # short: AF_UNIX paths are limited
         self.host = f"unix://{self.socket}"
         self.hostname = hostname
+        self.addr = addr                 # this node's address: loopback, or a test host's in its netns
+        self.netns = netns               # the CLI (and so the daemon it starts) runs in this netns
         self.port = 0
         self.node_id = ""
         self.env = dict(os.environ, SWARMPY_NO_PULL="1")
         self.env.pop("SWARMPY_HOST", None)
+        if docker_host:
+            self.env["DOCKER_HOST"] = docker_host
 
     # -- lifecycle ----------------------------------------------------------------
+    def _pick_port(self) -> int:
+        # In its own netns a node has the ports to itself; on loopback nodes share them.
+        return 2387 if self.netns else free_port_pair()
+
     def init(self, *extra: str, timeout: float = 90) -> Result:
-        self.port = free_port_pair()
-        result = self.cli("init", "--data-dir", self.data_dir, "--listen-addr", f"127.0.0.1:{self.port}",
+        self.port = self._pick_port()
+        result = self.cli("init", "--data-dir", self.data_dir, "--listen-addr", f"{self.addr}:{self.port}",
                           "--hostname", self.hostname, *extra, timeout=timeout)
         assert result.rc == 0, f"swarmpy init failed:\n{result}\nlog:\n{self.log_tail()}"
+        self._read_node_id()
+        return result
+
+    def join(self, manager: "Cluster", role: str = "worker", *extra: str, timeout: float = 90) -> Result:
+        """`swarmpy join --token <manager's ROLE token> MANAGER:PORT`, asserting it succeeded."""
+        token = manager.ok("join-token", "-q", role).strip()
+        result = self.try_join(f"{manager.addr}:{manager.port}", token, *extra, timeout=timeout)
+        assert result.rc == 0, f"swarmpy join failed:\n{result}\nlog:\n{self.log_tail()}"
+        self._read_node_id()
+        return result
+
+    def try_join(self, remote: str, token: str, *extra: str, timeout: float = 90) -> Result:
+        self.port = self.port or self._pick_port()
+        return self.cli("join", "--token", token, "--data-dir", self.data_dir, "--listen-addr",
+                        f"{self.addr}:{self.port}", "--hostname", self.hostname, *extra, remote, timeout=timeout)
+
+    def _read_node_id(self) -> None:
         with open(os.path.join(self.data_dir, "node.json")) as f:
             self.node_id = json.load(f)["node_id"]
-        return result
 
     @property
     def pid(self) -> int | None:
@@ -239,7 +264,8 @@ class Cluster:
     def cli(self, *args: str, host: bool = True, timeout: float = 60, input: str | None = None) -> Result:
         """Run `swarmpy [-H this node's socket] ARGS...`."""
         argv = (["-H", self.host] if host else []) + [str(a) for a in args]
-        proc = subprocess.run([sys.executable, "-m", "swarmpy", *argv], capture_output=True, text=True,
+        prefix = ["nsenter", f"--net=/var/run/netns/{self.netns}"] if self.netns else []
+        proc = subprocess.run([*prefix, sys.executable, "-m", "swarmpy", *argv], capture_output=True, text=True,
                               env=self.env, timeout=timeout, input=input, stdin=None if input else subprocess.DEVNULL)
         return Result(proc.returncode, proc.stdout, proc.stderr, argv)
 
@@ -330,11 +356,20 @@ class ClusterFactory:
         self.clusters: list[Cluster] = []
 
     def __call__(self, *init_flags: str, hostname: str | None = None) -> Cluster:
-        workdir = str(self.tmp_factory.mktemp("swarmpy-node"))
-        cluster = Cluster(self.docker, self.image, workdir,
-                          hostname or f"node-{uuid.uuid4().hex[:6]}")
-        self.clusters.append(cluster)
+        cluster = self.node(hostname)
         cluster.init(*init_flags)
+        return cluster
+
+    def node(self, hostname: str | None = None) -> Cluster:
+        """A node not yet in any cluster (init or join it), torn down with the others."""
+        workdir = str(self.tmp_factory.mktemp("swarmpy-node"))
+        cluster = Cluster(self.docker, self.image, workdir, hostname or f"node-{uuid.uuid4().hex[:6]}")
+        self.clusters.append(cluster)
+        return cluster
+
+    def join(self, manager: Cluster, role: str = "worker", hostname: str | None = None) -> Cluster:
+        cluster = self.node(hostname)
+        cluster.join(manager, role)
         return cluster
 
     def teardown(self) -> None:

@@ -8,6 +8,7 @@ import random
 import threading
 
 from swarmpy import defaults, log
+from swarmpy.config import split_addr
 from swarmpy.models import TaskState
 from swarmpy.rpc import Channel, ChannelClosed
 from worker.controller import TaskController
@@ -15,21 +16,26 @@ from worker.engine import LABEL_TASK, Engine
 from worker.resources import NodeResources
 
 RECONNECT_S = (0.2, 2.0)
+
+
+class Redirect(Exception):
+    def __init__(self, addr: tuple[str, int]) -> None:
+        super().__init__(f"{addr[0]}:{addr[1]}")
+        self.addr = addr
 RESYNC_S = 5.0
 
 
 class Agent:
-    def __init__(self, node_id: str, dispatcher: tuple[str, int], token: str, role: str,
+    def __init__(self, node_id: str, managers: list[tuple[str, int]], role: str,
                  hostname: str, resources: NodeResources, labels: dict | None = None,
-                 engine: Engine | None = None, manager_status: dict | None = None, ssl=None) -> None:
+                 engine: Engine | None = None, ssl=None, on_managers=None) -> None:
         self.node_id = node_id
-        self.dispatcher = dispatcher
-        self.token = token
+        self.managers = list(managers)
+        self.on_managers = on_managers       # called with the managers' addresses the leader names
         self.role = role
         self.hostname = hostname
         self.resources = resources
         self.labels = labels or {}
-        self.manager_status = manager_status
         self.ssl = ssl
         self.engine = engine or Engine()
         self.nvml_gpu_ids = {g.uuid for g in resources.gpus}
@@ -53,17 +59,28 @@ class Agent:
         self.engine.follow_exits(self.node_id, self._on_exit_threadsafe)
         self.spawn(self._send_statuses())
         self.spawn(self._resync())
-        delay = RECONNECT_S[0]
+        delay, target = RECONNECT_S[0], 0
         while True:
+            addr = self.managers[target % len(self.managers)]
             try:
-                await self._session()
+                await self._session(addr)
                 delay = RECONNECT_S[0]
+            except Redirect as redirect:
+                target = self._index_of(redirect.addr)
+                await asyncio.sleep(0.05)       # elections may briefly point followers at each other
+                continue
             except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
-                self.log.info("session_lost", error=str(exc))
+                self.log.info("session_lost", manager=f"{addr[0]}:{addr[1]}", error=str(exc))
+                target += 1       # the next manager in the list
             self.connected.clear()
             self._channel = None
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay if target % len(self.managers) == 0 else RECONNECT_S[0])
             delay = min(delay * 2, RECONNECT_S[1])
+
+    def _index_of(self, addr: tuple[str, int]) -> int:
+        if addr not in self.managers:
+            self.managers.append(addr)
+        return self.managers.index(addr)
 
     def spawn(self, coro) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -92,18 +109,19 @@ class Agent:
         return len(removed)
 
     # -- the session ------------------------------------------------------------------
-    async def _session(self) -> None:
-        host, port = self.dispatcher
-        channel = await Channel.connect(host, port, ssl=self.ssl)
+    async def _session(self, addr: tuple[str, int]) -> None:
+        channel = await Channel.connect(*addr, ssl=self.ssl)
         try:
             engine = await self.engine.call(self.engine.describe)
-            await channel.send({"type": "register", "node_id": self.node_id, "token": self.token,
+            await channel.send({"type": "register", "node_id": self.node_id,
                                 "role": self.role, "hostname": self.hostname, "labels": self.labels,
-                                "manager_status": self.manager_status,
                                 "description": self.resources.description(self.hostname, engine)})
             reply = await asyncio.wait_for(channel.recv(), 15)
             if reply["type"] != "registered":
+                if reply.get("leader"):
+                    raise Redirect(split_addr(reply["leader"]))
                 raise ChannelClosed(f"registration refused: {reply.get('error')}")
+            self._learn_managers(reply.get("managers") or [])
             self._channel = channel
             self._unsent.update(self._statuses)
             self._flush.set()
@@ -116,6 +134,13 @@ class Agent:
                 heartbeats.cancel()
         finally:
             await channel.close()
+
+    def _learn_managers(self, addrs: list[str]) -> None:
+        learned = [split_addr(a) for a in addrs]
+        if learned and set(learned) != set(self.managers):
+            self.managers = list(dict.fromkeys(self.managers[:1] + learned))
+            if self.on_managers is not None:
+                self.on_managers(addrs)
 
     async def _heartbeat(self, channel: Channel, period: float) -> None:
         while True:

@@ -65,6 +65,8 @@ def build_parser() -> Parser:
     p.add_argument("--label", action="append", default=[], help="node label KEY=VALUE")
     p.add_argument("--hostname", help="the node's name (default: the host's)")
     p.add_argument("--task-history-limit", type=int, default=defaults.TASK_HISTORY_LIMIT)
+    p.add_argument("--dispatcher-heartbeat", default=f"{defaults.HEARTBEAT_PERIOD_S:g}s",
+                   help="how often nodes report; a node is down after 3 missed periods")
     p.add_argument("--api-addr", help=f"also serve the API on TCP at HOST[:PORT] (default port "
                                       f"{defaults.API_TCP_PORT}); needs the three --api-tls* files")
     p.add_argument("--api-tlscacert", help="CA that signs the certificates of clients allowed in")
@@ -72,10 +74,17 @@ def build_parser() -> Parser:
     p.add_argument("--api-tlskey", help="the API server's key")
     p.set_defaults(func=swarm.init)
 
-    p = sub.add_parser("join", help="join a cluster")
+    p = sub.add_parser("join", help="join a cluster as a worker or a manager (the token decides)")
     p.add_argument("--token", required=True)
+    p.add_argument("--advertise-addr", help="address the other nodes reach this one at "
+                                            "(default: the one that routes to the manager)")
+    p.add_argument("--listen-addr", default=f"0.0.0.0:{defaults.CLUSTER_PORT}")
     p.add_argument("--data-dir", default=defaults.DEFAULT_DATA_DIR)
-    p.add_argument("remote")
+    p.add_argument("--generic-resource", action="append", default=[],
+                   help="declare a node resource: KIND=ID (e.g. NVIDIA-GPU=GPU-0a1b) or KIND=COUNT")
+    p.add_argument("--label", action="append", default=[], help="node label KEY=VALUE")
+    p.add_argument("--hostname", help="the node's name (default: the host's)")
+    p.add_argument("remote", help="a manager's HOST:PORT")
     p.set_defaults(func=swarm.join)
 
     p = sub.add_parser("leave", help="leave the cluster and stop this node's daemon")
@@ -84,6 +93,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("join-token", help="show the join command for workers or managers")
     p.add_argument("role", choices=["worker", "manager"])
+    p.add_argument("--rotate", action="store_true", help="replace the token: the old one stops admitting nodes")
     _common(p, quiet=True)
     p.set_defaults(func=swarm.join_token)
 
@@ -109,6 +119,15 @@ def build_parser() -> Parser:
     p = nodes.add_parser("inspect")
     p.add_argument("nodes", nargs="+")
     p.set_defaults(func=node.inspect)
+    p = nodes.add_parser("ps", help="list the tasks on one or more nodes (default: this one)")
+    p.add_argument("-f", "--filter", action="append", default=[], help="desired-state=running|shutdown")
+    _common(p, quiet=True, fmt=True)
+    p.add_argument("nodes", nargs="*")
+    p.set_defaults(func=node.ps)
+    p = nodes.add_parser("rm", aliases=["remove"], help="remove nodes from the cluster")
+    p.add_argument("-f", "--force", action="store_true", help="remove a node that is not down")
+    p.add_argument("nodes", nargs="+")
+    p.set_defaults(func=node.rm)
     p = nodes.add_parser("update")
     p.add_argument("--availability", choices=["active", "pause", "drain"])
     p.add_argument("--label-add", action="append", default=[], metavar="KEY=VALUE")

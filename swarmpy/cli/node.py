@@ -1,8 +1,10 @@
-"""`swarmpy node ls | inspect`."""
+"""`swarmpy node ls | inspect | ps | update | rm`."""
 from __future__ import annotations
 
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import dump_json, table
+from swarmpy.cli.parser import filters
+from swarmpy.cli.service import print_tasks
 from swarmpy.units import format_bytes
 
 
@@ -69,4 +71,25 @@ def update(args) -> int:
         body["labels"] = labels
     client.call("POST", f"/nodes/{node['id']}/update", body=body, query={"version": node["version"]})
     print(args.node)
+    return 0
+
+
+def _self_or(client: Client, ref: str) -> str:
+    return client.get("/info")["node_id"] if ref == "self" else ref
+
+
+def ps(args) -> int:
+    client = Client(args.host)
+    tasks = []
+    for ref in args.nodes or ["self"]:
+        tasks += client.get("/tasks", node=_self_or(client, ref),
+                            **filters(args.filter, {"desired-state": ("running", "shutdown")}))
+    return print_tasks(client, tasks, args)
+
+
+def rm(args) -> int:
+    client = Client(args.host)
+    for ref in args.nodes:
+        client.call("DELETE", f"/nodes/{ref}", query={"force": "true" if args.force else None})
+        print(ref)
     return 0

@@ -95,17 +95,22 @@ def ls(args) -> int:
 
 def ps(args) -> int:
     client = Client(args.host)
-    nodes = {n["id"]: n.get("description", {}).get("hostname", n["id"]) for n in client.get("/nodes")}
     tasks = []
     for ref in args.services:
         tasks += client.get("/tasks", service=ref,
                             **filters(args.filter, {"desired-state": ("running", "shutdown")}))
+    return print_tasks(client, tasks, args)
+
+
+def print_tasks(client: Client, tasks: list[dict], args) -> int:
+    """`service ps` and `node ps` print tasks alike: history under its slot with \\_."""
     if args.quiet:
         print("\n".join(t["id"] for t in tasks))
         return 0
     if args.format == "json":
         dump_json(tasks)
         return 0
+    nodes = {n["id"]: n.get("description", {}).get("hostname", n["id"]) for n in client.get("/nodes")}
     rows, seen = [], set()
     for t in tasks:
         key = (t["service_id"], t.get("slot") if t.get("slot") is not None else t.get("node_id"))

@@ -1,19 +1,22 @@
 """`swarmpy init`, `join`, `leave`, `join-token`, `daemon`, `info`: the node's membership."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
 
-from swarmpy import defaults
+from swarmpy import defaults, joining
 from swarmpy.cli.client import Client, DaemonError, NoDaemon, socket_path
 from swarmpy.cli.output import dump_json
 from swarmpy.cli.parser import filters, invalid
 from swarmpy.config import NodeConfig, erase_state, new_secret
 from swarmpy.models import new_id
 from swarmpy.tls import TLSFiles
+from swarmpy.units import parse_duration
+from worker.resources import hostname as default_hostname
 from worker.resources import parse_generic_resources
 
 ALREADY_IN_SWARM = ('This node is already part of a swarm. Use "swarmpy leave" to leave this swarm '
@@ -55,8 +58,7 @@ def init(args) -> int:
                         advertise_addr=args.advertise_addr or (listen_host if listen_host != "0.0.0.0"
                                                                else "127.0.0.1"),
                         hostname=args.hostname or "", generic_resources=args.generic_resource,
-                        labels=dict(label.split("=", 1) if "=" in label else (label, "")
-                                    for label in args.label),
+                        labels=_labels(args.label), heartbeat_period=_duration(args.dispatcher_heartbeat),
                         task_history_limit=args.task_history_limit, api_addr=api_addr,
                         tls_ca=tls_files.ca, tls_cert=tls_files.cert, tls_key=tls_files.key)
     config.save()
@@ -71,6 +73,16 @@ def init(args) -> int:
     print(f"    swarmpy join --token {tokens['worker']} {config.advertise_addr}:{config.port}\n")
     print("To add a manager to this swarm, run 'swarmpy join-token manager' and follow the instructions.")
     return 0
+
+
+def _duration(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise invalid("--dispatcher-heartbeat", text, str(exc)) from None
+    if seconds <= 0:
+        raise invalid("--dispatcher-heartbeat", text, "must be more than 0s")
+    return seconds
 
 
 def _api_tcp(args) -> tuple[str, TLSFiles]:
@@ -132,10 +144,46 @@ def daemon(args) -> int:
 
 
 def join(args) -> int:
-    if _daemon_answers(Client(args.host)) or NodeConfig.exists(os.path.abspath(args.data_dir)):
+    """Join as the token's role: get a certificate from the cluster's CA, then start the daemon."""
+    client = Client(args.host)
+    data_dir = os.path.abspath(args.data_dir)
+    if _daemon_answers(client) or NodeConfig.exists(data_dir):
         raise DaemonError(409, ALREADY_IN_SWARM)
-    raise DaemonError(501, "joining another node is not available yet: swarmpy runs one-node clusters "
-                           "so far (multi-host clusters are being built)")
+    remote_host, remote_port = _split_addr(args.remote, "remote")
+    remote = f"{remote_host}:{remote_port}"
+    listen_host, port = _split_addr(args.listen_addr, "--listen-addr")
+    advertise = args.advertise_addr or (listen_host if listen_host != "0.0.0.0"
+                                        else joining.local_addr_towards(remote))
+    labels = _labels(args.label)
+    hostname = args.hostname or ""
+    try:
+        parse_generic_resources(args.generic_resource)
+        joined = asyncio.run(joining.join(remote, args.token, advertise, port, hostname or default_hostname(),
+                                          labels))
+    except ValueError as exc:
+        raise invalid("--generic-resource", " ".join(args.generic_resource), str(exc)) from None
+    except joining.JoinError as exc:
+        raise DaemonError(0, str(exc)) from None
+    reply = joined.reply
+    config = NodeConfig(node_id=reply["node_id"], cluster_id=reply["cluster_id"],
+                        cluster_secret=reply.get("cluster_secret", ""), role=reply["role"], data_dir=data_dir,
+                        socket=socket_path(args.host), listen_host=listen_host, port=port,
+                        advertise_addr=advertise, hostname=hostname, generic_resources=args.generic_resource,
+                        labels=labels, heartbeat_period=reply["heartbeat_period"],
+                        raft_peers=reply.get("raft_peers", []), managers=[remote] + reply["managers"])
+    config.save()
+    config.store_certificates(joined.ca_pem, reply["cert"].encode(), joined.key_pem)
+    try:
+        start_daemon(config)
+    except DaemonError:
+        erase_state(data_dir)
+        raise
+    print(f"This node joined a swarm as a {config.role}.")
+    return 0
+
+
+def _labels(given: list[str]) -> dict[str, str]:
+    return dict(label.split("=", 1) if "=" in label else (label, "") for label in given)
 
 
 def leave(args) -> int:
@@ -154,7 +202,12 @@ def leave(args) -> int:
 
 
 def join_token(args) -> int:
-    tokens = Client(args.host).get("/join-tokens")
+    client = Client(args.host)
+    if args.rotate:
+        client.call("POST", "/join-tokens/rotate", body={"role": args.role})
+        if not args.quiet:
+            print(f"Successfully rotated {args.role} join token.\n")
+    tokens = client.get("/join-tokens")
     if args.role not in tokens:
         raise DaemonError(0, f"unknown role {args.role}; use worker or manager")
     if args.quiet:

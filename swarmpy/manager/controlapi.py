@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
+from swarmpy import ca
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
 from swarmpy.models import TaskState, new_service, now, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
@@ -147,9 +148,12 @@ class ControlAPI:
         nodes = []
         for node in self.store.list("nodes"):
             node = dict(node)
-            if node.get("manager_status"):
-                node["manager_status"] = dict(node["manager_status"],
-                                              leader=node["manager_status"].get("raft_addr") == leader)
+            status = node.get("manager_status")
+            if status:
+                # Reachability as this manager's Raft sees it now, not as it was stored.
+                reachable = self.store.reachable(status.get("raft_addr", ""))
+                node["manager_status"] = dict(status, leader=status.get("raft_addr") == leader,
+                                              reachability="reachable" if reachable else "unreachable")
             nodes.append(node)
         return nodes
 
@@ -159,3 +163,26 @@ class ControlAPI:
 
     def join_tokens(self) -> dict:
         return dict((self.store.get("cluster", "default") or {}).get("join_tokens", {}))
+
+    async def rotate_join_token(self, role) -> str:
+        if role not in ("worker", "manager"):
+            raise SpecError("role", f"must be worker or manager, got {role!r}")
+        cluster = self.store.get("cluster", "default")
+        token = ca.new_join_token(cluster["root_ca"]["cert"].encode())
+        await self.store.commit([{"op": "patch", "kind": "cluster", "id": "default",
+                                  "set": {f"join_tokens.{role}": token}}])
+        return token
+
+    async def remove_node(self, ref: str, force: bool) -> str:
+        """Docker's rules: a manager must be demoted first; a live node needs --force."""
+        node = self.node(ref)
+        if node["spec"].get("role") == "manager":
+            raise ConflictError(f"rpc error: code = FailedPrecondition desc = node {node['id']} is a cluster "
+                                "manager and is a member of the raft cluster. It must be demoted to worker "
+                                "before removal")
+        if node.get("status", {}).get("state") == "ready" and not force:
+            raise ConflictError(f"rpc error: code = FailedPrecondition desc = node {node['id']} is not down "
+                                "and can't be removed")
+        # Its certificate stops opening sessions: the dispatcher admits only stored nodes.
+        await self.store.commit([{"op": "delete", "kind": "nodes", "id": node["id"], "expect": node["version"]}])
+        return node["id"]

@@ -9,17 +9,19 @@ NODE_DOWN_AFTER_PERIODS periods is marked down, and its tasks are rescheduled.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import itertools
 import time
 from dataclasses import dataclass, field
 
 from raft.errors import StoreError
 from raft.store import ClusterStore
-from swarmpy import defaults, log
+from swarmpy import ca, defaults, log
+from swarmpy.config import raft_to_cluster_addr
+from swarmpy.manager.caserver import manager_addrs
 from swarmpy.models import TaskState, now, status_patch
 from swarmpy.rpc import Channel, ChannelClosed
 
+CA_REQUESTS = ("ca", "join")
 AGENT_TASK_FIELDS = ("id", "service_id", "service_name", "slot", "node_id", "spec", "desired_state",
                      "assigned_generic", "service_version")
 
@@ -40,8 +42,10 @@ class Session:
 
 
 class Dispatcher:
-    def __init__(self, store: ClusterStore, heartbeat_period: float = defaults.HEARTBEAT_PERIOD_S) -> None:
+    def __init__(self, store: ClusterStore, heartbeat_period: float = defaults.HEARTBEAT_PERIOD_S,
+                 ca_server=None) -> None:
         self.store = store
+        self.ca_server = ca_server
         self.heartbeat_period = heartbeat_period
         self.sessions: dict[str, Session] = {}
         self.log = log.get("dispatcher")
@@ -75,7 +79,11 @@ class Dispatcher:
         session = None
         try:
             hello = await asyncio.wait_for(channel.recv(), 10)
-            session = await self._register(channel, hello)
+            if hello["type"] in CA_REQUESTS:
+                if self.ca_server is not None:
+                    await self.ca_server.handle(channel, hello)
+                return
+            session = await self._register(channel, hello, ca.identity(writer.get_extra_info("peercert")))
             if session is None:
                 return
             while True:
@@ -91,45 +99,59 @@ class Dispatcher:
                     queue.put_nowait(None)
             await channel.close()
 
-    def _token_ok(self, token: str) -> bool:
-        cluster = self.store.get("cluster", "default") or {}
-        tokens = cluster.get("join_tokens", {})
-        return any(hmac.compare_digest(token or "", t) for t in tokens.values())
-
-    async def _register(self, channel: Channel, hello: dict) -> Session | None:
-        if hello.get("type") != "register" or not self._token_ok(hello.get("token", "")):
-            await channel.send({"type": "error", "error": "invalid join token"})
-            return None
+    def _refusal(self, hello: dict, identity: tuple[str, str] | None) -> dict | None:
+        if hello.get("type") != "register":
+            return {"type": "error", "error": f"unexpected {hello.get('type')!r} before register"}
+        if identity is None:
+            return {"type": "error", "error": "a node certificate of this cluster is required; "
+                                              "join the cluster first (swarmpy join)"}
         if not self.store.is_leader():
-            await channel.send({"type": "error", "error": "this manager is not the leader",
-                                "leader": self.store.leader()})
+            leader = self.store.leader()
+            return {"type": "error", "error": "this manager is not the leader",
+                    "leader": raft_to_cluster_addr(leader) if leader else None}
+        if self.store.get("nodes", identity[0]) is None:
+            return {"type": "error", "removed": True,
+                    "error": f"node {identity[0]} is not a member of this swarm (it was removed); "
+                             "run 'swarmpy leave --force' on it and join again"}
+        return None
+
+    async def _register(self, channel: Channel, hello: dict,
+                        identity: tuple[str, str] | None) -> Session | None:
+        refusal = self._refusal(hello, identity)
+        if refusal is not None:
+            await channel.send(refusal)
             return None
-        node_id = hello["node_id"]
+        node_id = identity[0]      # the certificate names the node, not what it claims
         await self.store.commit([self._node_op(node_id, hello, channel)])
         old = self.sessions.get(node_id)
         session = self.sessions[node_id] = Session(node_id, channel)
         if old is not None:
             await old.channel.close()
         await channel.send({"type": "registered", "node_id": node_id,
-                            "heartbeat_period": self.heartbeat_period})
+                            "heartbeat_period": self.heartbeat_period,
+                            "managers": manager_addrs(self.store)})
         self.log.info("node_registered", node=node_id, hostname=hello.get("hostname"))
         await self._push(session)
         return session
 
     def _node_op(self, node_id: str, hello: dict, channel: Channel) -> dict:
         current = self.store.get("nodes", node_id)
-        spec = current["spec"] if current else {"role": hello.get("role", "worker"),
-                                                "availability": "active",
-                                                "labels": hello.get("labels", {})}
-        node = {"id": node_id, "spec": spec, "description": hello["description"],
+        node = {"id": node_id, "spec": current["spec"], "description": hello["description"],
                 "status": {"state": "ready", "message": "", "addr": str((channel.peer or ("",))[0]),
                            "timestamp": now()},
-                "created_at": current["created_at"] if current else now()}
-        if current and current.get("manager_status"):
+                "created_at": current["created_at"]}
+        if current.get("manager_status"):
             node["manager_status"] = current["manager_status"]
-        if hello.get("manager_status"):
-            node["manager_status"] = hello["manager_status"]
-        return {"op": "update" if current else "create", "kind": "nodes", "obj": node}
+        return {"op": "update", "kind": "nodes", "obj": node}
+
+    # -- leadership --------------------------------------------------------------------
+    async def leadership_changed(self, leader: bool) -> None:
+        """A new leader gives every node a full heartbeat grace before calling it down; a
+        former leader drops its sessions, so agents find the new one."""
+        self._started = time.monotonic()
+        if not leader:
+            for session in list(self.sessions.values()):
+                await session.channel.close()
 
     def _handle(self, session: Session, msg: dict) -> None:
         kind = msg["type"]
@@ -175,6 +197,9 @@ class Dispatcher:
         try:
             while True:
                 for e in await queue.get():
+                    if e.kind == "nodes" and e.action == "delete" and e.obj["id"] in self.sessions:
+                        # A removed node's certificate no longer opens a session.
+                        await self.sessions[e.obj["id"]].channel.close()
                     if e.kind == "tasks" and e.obj.get("node_id"):
                         self._dirty_nodes.add(e.obj["node_id"])
                         self._push_event.set()

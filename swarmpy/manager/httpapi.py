@@ -89,17 +89,33 @@ async def _json_body(request: web.Request):
                                  content_type="application/json")
 
 
+NOT_A_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster "
+                 "state. Please run this command on a manager node or promote the current node to a manager.")
+WORKER_PATHS = (f"{V}/info", f"{V}/leave")
+
+
+def managers_only(daemon: "Daemon"):
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if daemon.store is None and request.path not in WORKER_PATHS:
+            return _error(503, NOT_A_MANAGER)
+        return await handler(request)
+    return check
+
+
 class HttpApi:
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
         self.control = daemon.control
-        self.app = web.Application(middlewares=[errors])
+        self.app = web.Application(middlewares=[errors, managers_only(daemon)])
         r = self.app.router
         r.add_get(f"{V}/info", self.info)
         r.add_get(f"{V}/join-tokens", self.join_tokens)
         r.add_get(f"{V}/nodes", self.nodes)
         r.add_get(f"{V}/nodes/{{ref}}", self.node)
         r.add_post(f"{V}/nodes/{{ref}}/update", self.update_node)
+        r.add_delete(f"{V}/nodes/{{ref}}", self.remove_node)
+        r.add_post(f"{V}/join-tokens/rotate", self.rotate_join_token)
         r.add_get(f"{V}/services", self.services)
         r.add_post(f"{V}/services", self.create_service)
         r.add_get(f"{V}/services/{{ref}}", self.service)
@@ -137,6 +153,15 @@ class HttpApi:
 
     async def node(self, request):
         return web.json_response(self.control.node(request.match_info["ref"]))
+
+    async def remove_node(self, request):
+        force = request.query.get("force", "") in ("1", "true")
+        return web.json_response({"id": await self.control.remove_node(request.match_info["ref"], force)})
+
+    async def rotate_join_token(self, request):
+        body = await _json_body(request)
+        role = body.get("role") if isinstance(body, dict) else None
+        return web.json_response({"token": await self.control.rotate_join_token(role)})
 
     async def update_node(self, request):
         node = await self.control.update_node(request.match_info["ref"], _version(request, "node"),

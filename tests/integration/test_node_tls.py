@@ -1,5 +1,6 @@
-"""Node traffic (the dispatcher's port) is mutual TLS: no certificate of the cluster's CA,
-no session; and a certificate alone is not enough without the join token."""
+"""Node traffic (the cluster port) is mutual TLS: no certificate of the cluster's CA, no
+session; a certificate of the cluster's CA for a node the cluster does not know (removed,
+or never joined) is refused too."""
 from __future__ import annotations
 
 import asyncio
@@ -28,7 +29,7 @@ async def _register(port: int, context, token: str = "SWMTKN-1-wrong") -> dict:
         await channel.close()
 
 
-def test_dispatcher_requires_a_cluster_certificate_and_a_token(make_cluster, tmp_path):
+def test_dispatcher_requires_a_certificate_of_a_member_node(make_cluster, tmp_path):
     node = make_cluster()
     certs = f"{node.data_dir}/certificates"
     with open(f"{certs}/ca.pem", "rb") as f, open(f"{certs}/ca-key.pem", "rb") as k:
@@ -37,11 +38,17 @@ def test_dispatcher_requires_a_cluster_certificate_and_a_token(make_cluster, tmp
     # Plain TCP: the TLS server never answers a frame.
     with pytest.raises((ChannelClosed, asyncio.TimeoutError, ConnectionError)):
         asyncio.run(_register(node.port, None))
+    # TLS without a client certificate: only the CA server answers, and it refuses sessions.
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.check_hostname, anonymous.verify_mode = False, ssl.CERT_NONE
+    reply = asyncio.run(_register(node.port, anonymous))
+    assert reply["type"] == "error" and "certificate of this cluster is required" in reply["error"]
     # A certificate from another CA: the handshake fails.
     stranger = tls.client_context(_files(tmp_path, ca.new_root("other"), "stranger"))
     with pytest.raises((ssl.SSLError, ChannelClosed, ConnectionError)):
         asyncio.run(_register(node.port, stranger))
-    # The cluster's certificate but a wrong token: refused by name.
+    # The cluster's CA signed it, but no such node is a member (as after `node rm`): refused.
     member = tls.client_context(_files(tmp_path, cluster_root, "member"))
-    assert asyncio.run(_register(node.port, member)) == {"type": "error", "error": "invalid join token"}
+    reply = asyncio.run(_register(node.port, member))
+    assert reply["type"] == "error" and "node member is not a member of this swarm" in reply["error"]
     assert [n["id"] for n in node.get("/nodes")] == [node.node_id]

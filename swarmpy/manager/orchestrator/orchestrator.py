@@ -39,9 +39,11 @@ class Orchestrator(Component):
         if full:
             dirty = set(tables.objects["services"]) | set(tables.tasks_by_service)
         nodes = tables.list("nodes")
-        # A drained node keeps no tasks: they are treated as if the node were down.
+        # A drained node keeps no tasks: they are treated as if the node were down; so are
+        # the tasks of a node that was removed from the cluster.
         down = {n["id"] for n in nodes if n.get("status", {}).get("state") != "ready"
                 or n.get("spec", {}).get("availability") == "drain"}
+        down |= set(tables.tasks_by_node) - {n["id"] for n in nodes}
         ops: list[dict] = []
         for service_id in dirty:
             ops.extend(self._service_ops(service_id, nodes, down))

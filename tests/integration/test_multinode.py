@@ -1,0 +1,186 @@
+"""Several nodes joined into one cluster, on loopback: each node a real daemon with its own
+ports, data dir and Raft member, all running containers on this machine's engine (each
+node's containers carry its node id).  The network-namespace harness (test_cluster_*.py)
+covers what needs separate hosts: partitions and hosts that vanish."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from swarmpy import ca
+from swarmtest import FAST, LABEL_NODE, LABEL_SERVICE_NAME, running_tasks, stays_true, wait_for
+
+pytestmark = pytest.mark.integration
+
+NOT_A_MANAGER = "This node is not a swarm manager."
+INVALID_TOKEN = "A valid join token is necessary to join this cluster"
+
+
+@pytest.fixture(scope="module")
+def swarm(module_cluster_factory):
+    """Three managers and a worker; the third manager joins through a follower (redirected)."""
+    f = module_cluster_factory
+    a = f(hostname="mgr-a")
+    b = f.join(a, "manager", hostname="mgr-b")
+    c = f.node(hostname="mgr-c")
+    c.join(b, "manager")
+    w = f.join(a, "worker", hostname="wrk-1")
+    return SimpleNamespace(a=a, b=b, c=c, w=w, managers=[a, b, c], nodes=[a, b, c, w], factory=f)
+
+
+def leader_of(managers):
+    for m in managers:
+        if m.get("/info")["is_leader"]:
+            return m
+    return None
+
+
+def running_on(docker, node_id: str, service: str) -> int:
+    return len(docker.api.containers(filters={"label": [f"{LABEL_NODE}={node_id}",
+                                                        f"{LABEL_SERVICE_NAME}={service}"]}))
+
+
+def test_every_manager_sees_the_same_cluster_and_one_leader(swarm):
+    for m in swarm.managers:
+        nodes = wait_for(lambda: (ns := m.get("/nodes")) and all(n["status"]["state"] == "ready" for n in ns)
+                         and len(ns) == 4 and ns, message="4 ready nodes")
+        roles = {n["description"]["hostname"]: n["spec"]["role"] for n in nodes}
+        assert roles == {"mgr-a": "manager", "mgr-b": "manager", "mgr-c": "manager", "wrk-1": "worker"}
+        out = m.ok("node", "ls")
+        assert out.count("Leader") == 1 and out.count("Reachable") == 2, out
+        assert m.get("/info")["raft"]["members"] == sorted(f"127.0.0.1:{x.port + 1}" for x in swarm.managers)
+
+
+def test_a_worker_answers_only_for_itself(swarm):
+    result = swarm.w.cli("node", "ls")
+    assert result.rc != 0 and NOT_A_MANAGER in result.err
+    info = swarm.w.get("/info")
+    assert info["role"] == "worker" and info["node_state"] == "ready"
+
+
+def test_writes_through_a_follower_are_readable_there_at_once(swarm):
+    follower = next(m for m in swarm.managers if not m.get("/info")["is_leader"])
+    follower.create("spread", "--replicas", "8", *FAST)
+    assert follower.service("spread")["spec"]["replicas"] == 8     # read-your-write on the follower
+    # Spread: every node runs two of the eight.
+    for node in swarm.nodes:
+        wait_for(lambda: running_on(node.docker, node.node_id, "spread") == 2, timeout=60,
+                 message=f"2 tasks of spread on {node.hostname}")
+    for m in swarm.managers:
+        wait_for(lambda: len(running_tasks(m.tasks("spread"))) == 8, timeout=10,
+                 message=f"8 running tasks as {m.hostname} reports them")
+    follower.ok("service", "rm", "spread")
+
+
+def test_join_refusals_name_the_problem_and_leave_nothing(swarm):
+    stranger = swarm.factory.node(hostname="stranger")
+    remote = f"{swarm.a.addr}:{swarm.a.port}"
+    good = swarm.a.ok("join-token", "-q", "worker").strip()
+
+    wrong_secret = good[:-25] + "0" * 25
+    result = stranger.try_join(remote, wrong_secret)
+    assert result.rc != 0 and INVALID_TOKEN in result.err, result
+
+    other_cluster = ca.new_join_token(ca.new_root("another-cluster").cert_pem)
+    result = stranger.try_join(remote, other_cluster)
+    assert result.rc != 0 and "digest does not match" in result.err, result
+
+    result = stranger.try_join(remote, "SWMTKN-1-garbage")
+    assert result.rc != 0 and "invalid join token" in result.err, result
+
+    result = stranger.cli("info")
+    assert result.rc != 0           # no daemon was started
+    assert len(swarm.a.get("/nodes")) == 4
+
+
+def test_rotated_token_stops_new_joins_but_not_members(swarm):
+    old = swarm.b.ok("join-token", "-q", "worker").strip()
+    out = swarm.b.ok("join-token", "--rotate", "worker")
+    assert "Successfully rotated worker join token." in out
+    new = swarm.c.ok("join-token", "-q", "worker").strip()
+    assert new != old and new.split("-")[2] == old.split("-")[2]    # same CA digest, new secret
+
+    late = swarm.factory.node(hostname="late")
+    result = late.try_join(f"{swarm.a.addr}:{swarm.a.port}", old)
+    assert result.rc != 0 and INVALID_TOKEN in result.err
+    stays_true(lambda: swarm.a.get(f"/nodes/{swarm.w.node_id}")["status"]["state"] == "ready", 1.0,
+               message="the existing worker stays ready")
+    result = late.try_join(f"{swarm.a.addr}:{swarm.a.port}", new)
+    assert result.rc == 0, result
+    late._read_node_id()
+    wait_for(lambda: swarm.a.get(f"/nodes/{late.node_id}")["status"]["state"] == "ready")
+
+
+def test_node_rm_refuses_managers_and_live_nodes_then_revokes(swarm):
+    extra = swarm.factory.join(swarm.a, "worker", hostname="doomed")
+    wait_for(lambda: swarm.a.get(f"/nodes/{extra.node_id}")["status"]["state"] == "ready")
+    swarm.a.create("pinned", "--replicas", "2", "--constraint", "node.hostname==doomed", *FAST)
+    wait_for(lambda: running_on(extra.docker, extra.node_id, "pinned") == 2, timeout=60)
+    out = swarm.a.ok("node", "ps", "doomed")
+    assert out.count("pinned.") == 2 and "Running" in out
+
+    result = swarm.a.cli("node", "rm", "mgr-b")
+    assert result.rc != 0 and "It must be demoted to worker before removal" in result.err
+    result = swarm.a.cli("node", "rm", "doomed")
+    assert result.rc != 0 and "is not down and can't be removed" in result.err
+
+    swarm.a.ok("node", "rm", "--force", "doomed")
+    assert "doomed" not in swarm.a.ok("node", "ls")
+    # Its certificate no longer opens a session: the node stays cut off.
+    wait_for(lambda: extra.get("/info")["node_state"] == "down", timeout=15, message="removed node cut off")
+    stays_true(lambda: extra.get("/info")["node_state"] == "down", 3.0)
+    # Its tasks are replaced, but nowhere: the constraint names the removed node.
+    wait_for(lambda: all(t["status"]["state"] < 512 for t in swarm.a.tasks("pinned")
+                         if t["desired_state"] == 512), timeout=30)
+    swarm.a.ok("service", "rm", "pinned")
+
+
+def test_leader_kill_keeps_every_acknowledged_write(make_cluster):
+    a = make_cluster("--dispatcher-heartbeat", "1s", hostname="fo-a")
+    b = make_cluster.join(a, "manager", hostname="fo-b")
+    c = make_cluster.join(a, "manager", hostname="fo-c")
+    managers = [a, b, c]
+    leader = leader_of(managers)
+    followers = [m for m in managers if m is not leader]
+    followers[0].create("counter", "--replicas", "1", *FAST)
+
+    acknowledged = []
+    for i in range(30):
+        if i == 10:
+            leader.kill_daemon()
+        result = followers[i % 2].cli("service", "update", "--env-add", f"N={i}", "counter")
+        if result.rc == 0:
+            acknowledged.append(i)
+    assert len(acknowledged) >= 25, acknowledged       # only writes during the election may fail
+    wait_for(lambda: leader_of(followers) is not None, timeout=10, message="a new leader")
+    for m in followers:
+        env = m.service("counter")["spec"]["env"]
+        assert f"N={acknowledged[-1]}" in env, env
+
+    leader.restart_daemon()             # it comes back as a follower with the same state
+    wait_for(lambda: leader.service("counter")["spec"]["env"] == followers[0].service("counter")["spec"]["env"],
+             timeout=20, message="the old leader caught up")
+    terms = [m.get("/info")["raft"]["term"] for m in managers]
+    assert len(set(terms)) == 1, terms
+
+
+def test_worker_loss_moves_its_tasks_and_its_return_removes_stale_ones(make_cluster):
+    a = make_cluster("--dispatcher-heartbeat", "1s", hostname="wl-a")
+    w = make_cluster.join(a, "worker", hostname="wl-w")
+    a.ok("node", "update", "--availability", "drain", "wl-a")
+    a.create("moving", "--replicas", "3", *FAST)
+    wait_for(lambda: running_on(w.docker, w.node_id, "moving") == 3, timeout=60)
+    a.ok("node", "update", "--availability", "active", "wl-a")
+
+    w.kill_daemon()         # containers keep running: the engine does not know the daemon died
+    wait_for(lambda: a.get(f"/nodes/{w.node_id}")["status"]["state"] == "down", timeout=15,
+             message="the worker marked down")
+    wait_for(lambda: running_on(a.docker, a.node_id, "moving") == 3, timeout=60,
+             message="its tasks running on the manager")
+
+    w.restart_daemon()
+    wait_for(lambda: running_on(w.docker, w.node_id, "moving") == 0, timeout=30,
+             message="the returned worker removed its stale containers")
+    assert running_on(a.docker, a.node_id, "moving") == 3
+    assert len(running_tasks(a.tasks("moving"))) == 3
