@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import sys
 
 from raft.store import ClusterStore, derive_raft_password
 from swarmpy import ca, log, tls
@@ -17,6 +19,7 @@ from swarmpy.manager.controlapi import ControlAPI
 from swarmpy.manager.dispatcher import Dispatcher
 from swarmpy.manager.httpapi import HttpApi
 from swarmpy.manager.orchestrator.orchestrator import Orchestrator
+from swarmpy.manager.rolemanager import RoleManager
 from swarmpy.manager.scheduler.scheduler import Scheduler
 from swarmpy.manager.taskreaper import TaskReaper
 from swarmpy.models import now
@@ -39,6 +42,8 @@ class Daemon:
         self._leader_components: list = []
         self.store: ClusterStore | None = None      # managers only
         self.control: ControlAPI | None = None
+        self.restart = False            # exec the daemon again once stopped (a role change)
+        self._forget_raft = False       # demoted: this node's copy of the Raft log goes
 
     # -- start and stop ---------------------------------------------------------------
     async def run(self) -> None:
@@ -60,9 +65,12 @@ class Daemon:
         with open(os.path.join(cfg.data_dir, "swarmpy.pid"), "w") as f:
             f.write(str(os.getpid()))
         resources = discover(cfg.generic_resources)
+        with open(node_tls.cert, "rb") as f:
+            expires = ca.expires_at(f.read()).timestamp()
         self.agent = Agent(cfg.node_id, cfg.manager_addrs(), cfg.role, cfg.hostname or hostname(),
                            resources, cfg.labels, ssl=tls.client_context(node_tls),
-                           on_managers=self._remember_managers)
+                           on_managers=self._remember_managers, cluster_addr=cfg.cluster_addr,
+                           cert_expires_at=expires, on_certificate=self._switch_certificate)
         self._background.append(asyncio.create_task(self.agent.run()))
         self.log.info("daemon_started", node=cfg.node_id, role=cfg.role, socket=cfg.socket, port=cfg.port,
                       nvml=resources.nvml)
@@ -78,7 +86,8 @@ class Daemon:
         await self.store.wait_ready(timeout=START_TIMEOUT_S)
         await self._ensure_cluster()
         self.control = ControlAPI(self.store)
-        self.dispatcher = Dispatcher(self.store, cfg.heartbeat_period, CAServer(self.store, cfg))
+        self.dispatcher = Dispatcher(self.store, cfg.heartbeat_period, CAServer(self.store, cfg),
+                                     cfg.cluster_secret)
         # Node traffic is mutual TLS: a node presents its certificate from the cluster's CA;
         # without one, a connection may only fetch the CA or join with a token.
         await self.dispatcher.start(cfg.listen_host, cfg.port, ssl=tls.node_server_context(node_tls))
@@ -97,6 +106,8 @@ class Daemon:
         self.agent.engine.close()
         if self._leaving:
             erase_state(self.config.data_dir)
+        elif self._forget_raft:
+            shutil.rmtree(os.path.join(self.config.data_dir, "raft"), ignore_errors=True)
         # The API goes last: `swarmpy leave` returns when it stops answering, and by then
         # the node has forgotten the cluster.
         await self.api.stop()
@@ -146,7 +157,8 @@ class Daemon:
             leader = self.store.is_leader()
             if leader and not self._leader_components:
                 await self.dispatcher.leadership_changed(True)
-                self._leader_components = [Allocator(self.store), Orchestrator(self.store),
+                self._leader_components = [RoleManager(self.store, self.config.raft_addr),
+                                           Allocator(self.store), Orchestrator(self.store),
                                            Scheduler(self.store),
                                            TaskReaper(self.store, self.config.task_history_limit)]
                 for component in self._leader_components:
@@ -169,6 +181,25 @@ class Daemon:
                 self.config.save()
                 self.log.info("raft_members", members=self.store.members())
             await asyncio.sleep(MEMBERSHIP_POLL_S)
+
+    def _switch_certificate(self, reply: dict, key_pem: bytes) -> None:
+        """A renewed certificate, maybe for a new role (promote/demote): keep it, then
+        restart the daemon as that role.  Containers keep running across the restart."""
+        cfg = self.config
+        with open(cfg.node_tls().ca, "rb") as f:
+            cfg.store_certificates(f.read(), reply["cert"].encode(), key_pem)
+        if reply["role"] != cfg.role:
+            cfg.role = reply["role"]
+            if cfg.role == "manager":
+                cfg.cluster_secret = reply["cluster_secret"]
+                cfg.raft_peers = [p for p in reply["raft_peers"] if p != cfg.raft_addr]
+            else:
+                cfg.cluster_secret, cfg.raft_peers = "", []
+                self._forget_raft = True
+        cfg.save()
+        self.log.info("restarting_for_certificate", role=cfg.role)
+        self.restart = True
+        self.request_stop()
 
     def _remember_managers(self, addrs: list[str]) -> None:
         self.config.managers = addrs
@@ -231,7 +262,10 @@ def main(data_dir: str) -> None:
     try:
         if config.role == "manager":
             check_ports(config)
-        asyncio.run(Daemon(config).run())
+        daemon = Daemon(config)
+        asyncio.run(daemon.run())
+        if daemon.restart:
+            os.execv(sys.executable, [sys.executable, "-m", "swarmpy", "daemon", "--data-dir", data_dir])
     except PortInUse as exc:
         log.get("daemon").error("cannot_start", error=str(exc))
         raise SystemExit(f"swarmpy daemon: {exc}") from None

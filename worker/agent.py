@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 
-from swarmpy import defaults, log
+from swarmpy import ca, defaults, log
 from swarmpy.config import split_addr
 from swarmpy.models import TaskState
 from swarmpy.rpc import Channel, ChannelClosed
@@ -16,6 +17,7 @@ from worker.engine import LABEL_TASK, Engine
 from worker.resources import NodeResources
 
 RECONNECT_S = (0.2, 2.0)
+CERT_RENEW_BEFORE_S = 30 * 24 * 3600     # node certificates last 90 days; renewed in their last 30
 
 
 class Redirect(Exception):
@@ -28,8 +30,13 @@ RESYNC_S = 5.0
 class Agent:
     def __init__(self, node_id: str, managers: list[tuple[str, int]], role: str,
                  hostname: str, resources: NodeResources, labels: dict | None = None,
-                 engine: Engine | None = None, ssl=None, on_managers=None) -> None:
+                 engine: Engine | None = None, ssl=None, on_managers=None, cluster_addr: str = "",
+                 cert_expires_at: float = 0.0, on_certificate=None) -> None:
         self.node_id = node_id
+        self.cluster_addr = cluster_addr          # where managers reach this node (for a promotion)
+        self.cert_expires_at = cert_expires_at
+        self.on_certificate = on_certificate      # (reply, key_pem): a renewed or role-changed certificate
+        self._renewing = False
         self.managers = list(managers)
         self.on_managers = on_managers       # called with the managers' addresses the leader names
         self.role = role
@@ -74,6 +81,7 @@ class Agent:
                 target += 1       # the next manager in the list
             self.connected.clear()
             self._channel = None
+            self._renewing = False
             await asyncio.sleep(delay if target % len(self.managers) == 0 else RECONNECT_S[0])
             delay = min(delay * 2, RECONNECT_S[1])
 
@@ -113,7 +121,7 @@ class Agent:
         channel = await Channel.connect(*addr, ssl=self.ssl)
         try:
             engine = await self.engine.call(self.engine.describe)
-            await channel.send({"type": "register", "node_id": self.node_id,
+            await channel.send({"type": "register", "node_id": self.node_id, "cluster_addr": self.cluster_addr,
                                 "role": self.role, "hostname": self.hostname, "labels": self.labels,
                                 "description": self.resources.description(self.hostname, engine)})
             reply = await asyncio.wait_for(channel.recv(), 15)
@@ -127,6 +135,8 @@ class Agent:
             self._flush.set()
             self.connected.set()
             heartbeats = self.spawn(self._heartbeat(channel, reply["heartbeat_period"]))
+            if self.cert_expires_at - time.time() < CERT_RENEW_BEFORE_S:
+                self._renew(channel)
             try:
                 while True:
                     self._handle(await channel.recv())
@@ -148,7 +158,11 @@ class Agent:
             await asyncio.sleep(period * random.uniform(0.8, 1.0))
 
     def _handle(self, msg: dict) -> None:
-        if msg["type"] == "assignments":
+        if msg["type"] == "role" and msg.get("role") != self.role:
+            self._renew(self._channel)
+        elif msg["type"] == "renewed":
+            self._renewed(msg)
+        elif msg["type"] == "assignments":
             self.spawn(self._assign(msg["tasks"]))
         elif msg["type"] == "logs":
             self._start_logs(msg)
@@ -156,6 +170,24 @@ class Agent:
             stream = self._log_threads.get(msg["req"])    # the reader removes itself when it ends
             if stream is not None:
                 stream.close()
+
+    # -- certificates ------------------------------------------------------------------
+    def _renew(self, channel: Channel | None) -> None:
+        """Ask for a certificate for the node's current role; the new key stays here."""
+        if channel is None or self._renewing:
+            return
+        self._renewing = True
+        csr, self._pending_key = ca.new_key_and_csr()
+        self.spawn(channel.send({"type": "renew", "req": 0, "csr": csr.decode()}))
+
+    def _renewed(self, msg: dict) -> None:
+        self._renewing = False
+        if msg.get("error"):
+            self.log.info("certificate_not_renewed", reason=msg["error"])
+            return
+        self.log.info("certificate_renewed", role=msg["role"])
+        if self.on_certificate is not None:
+            self.on_certificate(msg, self._pending_key)
 
     # -- assignments -----------------------------------------------------------------
     async def _assign(self, tasks: list[dict]) -> None:

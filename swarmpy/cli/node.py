@@ -93,3 +93,24 @@ def rm(args) -> int:
         client.call("DELETE", f"/nodes/{ref}", query={"force": "true" if args.force else None})
         print(ref)
     return 0
+
+
+def _set_role(args, role: str, done: str) -> int:
+    client = Client(args.host)
+    for ref in args.nodes:
+        node = client.get(f"/nodes/{_self_or(client, ref)}")
+        if node["spec"].get("role") == role:
+            print(f"Node {ref} is already a {role}.")
+            continue
+        client.call("POST", f"/nodes/{node['id']}/update", body={"role": role},
+                    query={"version": node["version"]})
+        print(done.format(ref))
+    return 0
+
+
+def promote(args) -> int:
+    return _set_role(args, "manager", "Node {} promoted to a manager in the swarm.")
+
+
+def demote(args) -> int:
+    return _set_role(args, "worker", "Manager {} demoted in the swarm.")

@@ -138,10 +138,28 @@ class ControlAPI:
                 raise SpecError("labels", "must be a map of strings to strings")
             spec["labels"] = labels
         if data.get("role", spec["role"]) != spec["role"]:
-            raise SpecError("role", "changing a node's role needs multi-manager clusters (not yet)")
+            spec["role"] = self._checked_role_change(node, data["role"])
         await self.store.commit([{"op": "patch", "kind": "nodes", "id": node["id"], "expect": version,
                                   "set": {"spec": spec}}])
         return self.store.get("nodes", node["id"])
+
+    def _checked_role_change(self, node: dict, role) -> str:
+        if role not in ("worker", "manager"):
+            raise SpecError("role", f"must be worker or manager, got {role!r}")
+        if role == "manager":
+            return role
+        managers = [n for n in self.store.list("nodes") if n["spec"].get("role") == "manager"]
+        if len(managers) == 1:
+            raise ConflictError("rpc error: code = FailedPrecondition desc = attempting to demote the last "
+                                "manager of the swarm")
+        # The members left must still have a majority reachable, or the cluster stops.
+        members = [m for m in self.store.members() if m != node.get("manager_status", {}).get("raft_addr")]
+        reachable = sum(1 for m in members if self.store.reachable(m))
+        if reachable <= len(members) // 2:
+            raise ConflictError(f"rpc error: code = FailedPrecondition desc = can't demote node {node['id']}: "
+                                f"only {reachable} of the {len(members)} managers left would be reachable, "
+                                "which is no quorum; bring managers back first")
+        return role
 
     def list_nodes(self) -> list[dict]:
         leader = self.store.leader()

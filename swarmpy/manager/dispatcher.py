@@ -17,7 +17,7 @@ from raft.errors import StoreError
 from raft.store import ClusterStore
 from swarmpy import ca, defaults, log
 from swarmpy.config import raft_to_cluster_addr
-from swarmpy.manager.caserver import manager_addrs
+from swarmpy.manager.caserver import manager_addrs, root_ca
 from swarmpy.models import TaskState, now, status_patch
 from swarmpy.rpc import Channel, ChannelClosed
 
@@ -37,15 +37,18 @@ class Session:
     node_id: str
     channel: Channel
     last_heartbeat: float = field(default_factory=time.monotonic)
+    role: str = "worker"            # the role the node runs as now (its certificate's)
+    role_offered: str = ""          # the role last asked of it
     fingerprint: dict = field(default_factory=dict)
     log_streams: dict[int, asyncio.Queue] = field(default_factory=dict)
 
 
 class Dispatcher:
     def __init__(self, store: ClusterStore, heartbeat_period: float = defaults.HEARTBEAT_PERIOD_S,
-                 ca_server=None) -> None:
+                 ca_server=None, cluster_secret: str = "") -> None:
         self.store = store
         self.ca_server = ca_server
+        self.cluster_secret = cluster_secret      # handed to nodes promoted to manager
         self.heartbeat_period = heartbeat_period
         self.sessions: dict[str, Session] = {}
         self.log = log.get("dispatcher")
@@ -56,6 +59,8 @@ class Dispatcher:
         self._started = time.monotonic()
         self._req_ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
+        self._renewals: set[asyncio.Task] = set()
+        self._last_seen: dict[str, float] = {}
         self._tasks: list[asyncio.Task] = []
 
     # -- lifecycle ---------------------------------------------------------------
@@ -124,7 +129,8 @@ class Dispatcher:
         node_id = identity[0]      # the certificate names the node, not what it claims
         await self.store.commit([self._node_op(node_id, hello, channel)])
         old = self.sessions.get(node_id)
-        session = self.sessions[node_id] = Session(node_id, channel)
+        session = self.sessions[node_id] = Session(node_id, channel, role=identity[1])
+        self._last_seen[node_id] = session.last_heartbeat
         if old is not None:
             await old.channel.close()
         await channel.send({"type": "registered", "node_id": node_id,
@@ -138,7 +144,7 @@ class Dispatcher:
         current = self.store.get("nodes", node_id)
         node = {"id": node_id, "spec": current["spec"], "description": hello["description"],
                 "status": {"state": "ready", "message": "", "addr": str((channel.peer or ("",))[0]),
-                           "timestamp": now()},
+                           "cluster_addr": hello.get("cluster_addr", ""), "timestamp": now()},
                 "created_at": current["created_at"]}
         if current.get("manager_status"):
             node["manager_status"] = current["manager_status"]
@@ -155,7 +161,13 @@ class Dispatcher:
 
     def _handle(self, session: Session, msg: dict) -> None:
         kind = msg["type"]
-        if kind == "heartbeat":
+        if kind in ("heartbeat", "status"):
+            self._last_seen[session.node_id] = time.monotonic()
+        if kind == "renew":
+            task = asyncio.create_task(self._renew(session, msg))
+            self._renewals.add(task)
+            task.add_done_callback(self._renewals.discard)
+        elif kind == "heartbeat":
             session.last_heartbeat = time.monotonic()
         elif kind == "status":
             for update in msg["updates"]:
@@ -200,6 +212,9 @@ class Dispatcher:
                     if e.kind == "nodes" and e.action == "delete" and e.obj["id"] in self.sessions:
                         # A removed node's certificate no longer opens a session.
                         await self.sessions[e.obj["id"]].channel.close()
+                    if e.kind == "nodes" and e.action != "delete":
+                        self._dirty_nodes.add(e.obj["id"])      # its role may have changed
+                        self._push_event.set()
                     if e.kind == "tasks" and e.obj.get("node_id"):
                         self._dirty_nodes.add(e.obj["node_id"])
                         self._push_event.set()
@@ -221,6 +236,7 @@ class Dispatcher:
                         pass
 
     async def _push(self, session: Session) -> None:
+        await self._offer_role(session)
         tasks = [t for t in self.store.tables.node_tasks(session.node_id)
                  if t["status"]["state"] >= TaskState.ASSIGNED]
         fingerprint = {t["id"]: (t["desired_state"], t.get("service_version")) for t in tasks}
@@ -228,6 +244,44 @@ class Dispatcher:
             return
         session.fingerprint = fingerprint
         await session.channel.send({"type": "assignments", "tasks": [agent_view(t) for t in tasks]})
+
+    # -- roles and certificates -----------------------------------------------------------
+    def _grantable_role(self, node_id: str) -> str | None:
+        """The role a certificate may carry now: a promoted node becomes a manager only
+        once the role manager has recorded its Raft membership."""
+        node = self.store.get("nodes", node_id)
+        if node is None:
+            return None
+        role = node["spec"].get("role", "worker")
+        if role == "manager" and not node.get("manager_status"):
+            return None
+        if role == "worker" and node.get("manager_status"):
+            return None     # still a Raft member: the role manager removes it first
+        return role
+
+    async def _offer_role(self, session: Session) -> None:
+        role = self._grantable_role(session.node_id)
+        if role and role != session.role and role != session.role_offered:
+            session.role_offered = role
+            await session.channel.send({"type": "role", "role": role})
+
+    async def _renew(self, session: Session, msg: dict) -> None:
+        """Sign a new certificate for the node's current role (role change or expiry)."""
+        role = self._grantable_role(session.node_id)
+        reply = {"type": "renewed", "req": msg.get("req")}
+        try:
+            if role is None:
+                raise ValueError("the node's role is changing; ask again once it is settled")
+            cert = ca.sign_csr(root_ca(self.store), str(msg.get("csr", "")).encode(), session.node_id, role)
+            reply.update(role=role, cert=cert.decode())
+            if role == "manager":
+                reply.update(cluster_secret=self.cluster_secret, raft_peers=self.store.members())
+        except (ValueError, KeyError) as exc:
+            reply.update(error=str(exc))
+        try:
+            await session.channel.send(reply)
+        except ChannelClosed:
+            pass
 
     # -- node health -------------------------------------------------------------------
     async def _check_heartbeats(self) -> None:
@@ -239,8 +293,11 @@ class Dispatcher:
             for node in self.store.list("nodes"):
                 if node.get("status", {}).get("state") != "ready":
                     continue
+                # A node whose session just dropped (a restart, a manager change) has the
+                # rest of its grace, counted from its last heartbeat, to come back.
                 session = self.sessions.get(node["id"])
-                last = session.last_heartbeat if session else self._started
+                last = max(session.last_heartbeat if session else self._last_seen.get(node["id"], 0.0),
+                           self._started)
                 if t - last > grace:
                     ops.append({"op": "patch", "kind": "nodes", "id": node["id"], "skip_missing": True,
                                 "set": {"status.state": "down", "status.message": "heartbeat failure",

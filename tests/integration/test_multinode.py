@@ -184,3 +184,27 @@ def test_worker_loss_moves_its_tasks_and_its_return_removes_stale_ones(make_clus
              message="the returned worker removed its stale containers")
     assert running_on(a.docker, a.node_id, "moving") == 3
     assert len(running_tasks(a.tasks("moving"))) == 3
+
+
+def test_promote_and_demote_change_raft_membership_without_touching_tasks(make_cluster):
+    a = make_cluster(hostname="pd-a")
+    b = make_cluster.join(a, "worker", hostname="pd-b")
+    a.create("stay", "--replicas", "2", "--constraint", "node.hostname==pd-b", *FAST)
+    wait_for(lambda: len(running_tasks(a.tasks("stay"))) == 2, timeout=60)
+    task_ids = {t["id"] for t in running_tasks(a.tasks("stay"))}
+
+    assert "Node pd-b promoted to a manager in the swarm." in a.ok("node", "promote", "pd-b")
+    wait_for(lambda: b.cli("info", "--format", "json").rc == 0 and b.get("/info")["role"] == "manager"
+             and len(b.get("/info")["raft"]["members"]) == 2, timeout=30, message="pd-b a Raft member")
+    out = b.ok("node", "ls")       # it answers for the cluster now
+    assert out.count("Reachable") == 1 and out.count("Leader") == 1, out
+
+    result = a.cli("node", "demote", "pd-a", "pd-b")     # the second would be the last manager
+    assert result.rc != 0 and "attempting to demote the last manager of the swarm" in result.err, result
+    # pd-a was demoted first (the leader hands leadership over); pd-b stays the one manager.
+    wait_for(lambda: a.get("/info")["role"] == "worker", timeout=30, message="pd-a restarted as a worker")
+    wait_for(lambda: b.get("/info")["raft"]["members"] == [f"127.0.0.1:{b.port + 1}"], timeout=30)
+    assert NOT_A_MANAGER in a.cli("node", "ls").err
+    assert b.get("/info")["is_leader"]
+    stays_true(lambda: {t["id"] for t in running_tasks(b.tasks("stay"))} == task_ids, 2.0,
+               message="the same two tasks kept running through both role changes")
