@@ -58,8 +58,8 @@ class Daemon:
             await self._start_manager(node_tls)
         self.api = HttpApi(self)
         _claim_socket(cfg.socket)
-        ssl_context = (tls.server_context(tls.TLSFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key))
-                       if cfg.api_tcp else None)
+        api_files = tls.TLSFiles(cfg.tls_ca, cfg.tls_cert, cfg.tls_key) if cfg.tls_ca else node_tls
+        ssl_context = tls.server_context(api_files) if cfg.api_tcp else None
         await self.api.start(cfg.socket, cfg.api_tcp, ssl_context)
         # Written only now: a second daemon for the same data dir has failed before this point.
         with open(os.path.join(cfg.data_dir, "swarmpy.pid"), "w") as f:

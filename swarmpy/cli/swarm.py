@@ -89,8 +89,12 @@ def _api_tcp(args) -> tuple[str, TLSFiles]:
     if not args.api_addr:
         return "", TLSFiles("", "", "")
     host, port = _split_addr(args.api_addr, "--api-addr", defaults.API_TCP_PORT)
-    files = TLSFiles(*(os.path.abspath(p) if p else "" for p in
-                       (args.api_tlscacert, args.api_tlscert, args.api_tlskey)))
+    given = (args.api_tlscacert, args.api_tlscert, args.api_tlskey)
+    if not any(given):
+        # The cluster's own PKI: the node's certificate serves, and any certificate of the
+        # cluster's CA may call, except a worker node's.
+        return f"{host}:{port}", TLSFiles("", "", "")
+    files = TLSFiles(*(os.path.abspath(p) if p else "" for p in given))
     try:
         files.check()
     except ValueError as exc:

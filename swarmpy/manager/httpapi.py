@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from raft.errors import StoreError
-from swarmpy import defaults, log
+from swarmpy import ca, defaults, log
 from swarmpy.models import task_name
 from swarmpy.spec import SpecError
 
@@ -92,6 +92,17 @@ async def _json_body(request: web.Request):
 NOT_A_MANAGER = ("This node is not a swarm manager. Worker nodes can't be used to view or modify cluster "
                  "state. Please run this command on a manager node or promote the current node to a manager.")
 WORKER_PATHS = (f"{V}/info", f"{V}/leave")
+WORKER_CERTIFICATE = ("a worker node's certificate cannot call the manager API; use a manager's or a "
+                      "client certificate of this cluster")
+
+
+@web.middleware
+async def no_worker_certificates(request: web.Request, handler):
+    """On TCP the caller is its certificate: a worker's may not drive the cluster."""
+    who = ca.identity(request.transport.get_extra_info("peercert") if request.transport else None)
+    if who is not None and who[1] == "worker":
+        return _error(403, WORKER_CERTIFICATE)
+    return await handler(request)
 
 
 def managers_only(daemon: "Daemon"):
@@ -107,7 +118,7 @@ class HttpApi:
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
         self.control = daemon.control
-        self.app = web.Application(middlewares=[errors, managers_only(daemon)])
+        self.app = web.Application(middlewares=[errors, no_worker_certificates, managers_only(daemon)])
         r = self.app.router
         r.add_get(f"{V}/info", self.info)
         r.add_get(f"{V}/join-tokens", self.join_tokens)

@@ -45,7 +45,26 @@ def test_init_refuses_tcp_without_tls(make_cluster, tmp_path):
     node = make_cluster()          # a node, to borrow its CLI environment
     unused = f"unix:///tmp/swarmpy-unused-{uuid.uuid4().hex[:8]}.sock"
     other = node.cli("-H", unused, "init", "--data-dir", tmp_path / "d", "--api-addr", "127.0.0.1:1",
-                     host=False)
+                     "--api-tlscert", tmp_path / "cert.pem", host=False)
     assert other.rc == 1
     assert "--api-tlscacert is required" in other.err
     assert not (tmp_path / "d" / "node.json").exists()
+
+
+def test_api_on_tcp_with_the_cluster_pki_refuses_worker_certificates(make_cluster):
+    port = free_port_pair()
+    manager = make_cluster("--api-addr", f"127.0.0.1:{port}")
+    worker = make_cluster.join(manager, "worker")
+    tcp = ["-H", f"tcp://127.0.0.1:{port}"]
+
+    def as_node(node, *args):
+        certs = f"{node.data_dir}/certificates"
+        return manager.cli(*tcp, "--tlscacert", f"{certs}/ca.pem", "--tlscert", f"{certs}/node.pem",
+                           "--tlskey", f"{certs}/node-key.pem", *args, host=False)
+
+    mine = as_node(manager, "node", "ls", "-q")
+    assert mine.rc == 0 and worker.node_id in mine.out, str(mine)
+    theirs = as_node(worker, "node", "ls")
+    assert theirs.rc == 1 and "a worker node's certificate cannot call the manager API" in theirs.err
+    assert as_node(worker, "service", "create", "--name", "x", manager.image, "true").rc == 1
+    assert "x" not in manager.service_names()

@@ -4,6 +4,7 @@ node's containers carry its node id).  The network-namespace harness (test_clust
 covers what needs separate hosts: partitions and hosts that vanish."""
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -208,3 +209,32 @@ def test_promote_and_demote_change_raft_membership_without_touching_tasks(make_c
     assert b.get("/info")["is_leader"]
     stays_true(lambda: {t["id"] for t in running_tasks(b.tasks("stay"))} == task_ids, 2.0,
                message="the same two tasks kept running through both role changes")
+
+
+def test_all_managers_stopped_and_started_keep_the_cluster(make_cluster):
+    a = make_cluster(hostname="rs-a")
+    b = make_cluster.join(a, "manager", hostname="rs-b")
+    c = make_cluster.join(a, "manager", hostname="rs-c")
+    managers = [a, b, c]
+    b.create("durable", "--replicas", "3", *FAST)
+    wait_for(lambda: len(running_tasks(a.tasks("durable"))) == 3, timeout=60)
+    before = {t["id"] for t in running_tasks(a.tasks("durable"))}
+    term = max(m.get("/info")["raft"]["term"] for m in managers)
+
+    for m in managers:
+        m.kill_daemon()
+    # Each start waits for a Raft leader, which needs two of the three: start them together.
+    threads = [threading.Thread(target=m.restart_daemon) for m in managers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    wait_for(lambda: leader_of(managers) is not None, timeout=20, message="a leader after the restart")
+    infos = [m.get("/info") for m in managers]
+    assert all(i["raft"]["term"] > term for i in infos), infos         # terms only move forward
+    assert len({i["raft"]["leader"] for i in infos}) == 1
+    for m in managers:
+        assert "durable" in m.service_names()
+    stays_true(lambda: {t["id"] for t in running_tasks(a.tasks("durable"))} == before, 3.0,
+               message="the same tasks run: reconciled, not restarted")
