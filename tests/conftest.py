@@ -127,3 +127,20 @@ def module_cluster_factory(docker_client, test_image, tmp_path_factory):
 def cluster(module_cluster_factory) -> Cluster:
     """One one-node cluster shared by the tests of a module: use unique service names."""
     return module_cluster_factory(hostname="swarmpy-test")
+
+
+@pytest.fixture(scope="module")
+def host_cluster(test_image):
+    """Five test hosts (network namespaces, each with its own dockerd) as 3 managers and
+    2 workers; everything made is removed afterwards, also when a test failed."""
+    from nethosts import Hosts, netns_unavailable
+    from swarmtest import HostCluster
+    reason = netns_unavailable()
+    if reason:
+        pytest.skip(reason)
+    with Hosts(5) as hosts:
+        cluster = HostCluster(hosts, test_image, managers=3)
+        try:
+            yield cluster
+        finally:
+            cluster.teardown()

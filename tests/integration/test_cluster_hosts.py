@@ -1,0 +1,90 @@
+"""Failures on a real multi-host cluster: five hosts, each a network namespace with its own
+address and dockerd, as 3 managers and 2 workers (tests/nethosts.py).  Each test leaves the
+cluster whole for the next one."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from raft.store import NO_LEADER
+from swarmtest import FAST, LABEL_NODE, LABEL_SERVICE_NAME, running_tasks, stays_true, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def on_host(node, service: str) -> int:
+    return len(node.docker.api.containers(filters={"label": [f"{LABEL_NODE}={node.node_id}",
+                                                             f"{LABEL_SERVICE_NAME}={service}"]}))
+
+
+def test_hosts_form_one_cluster_and_tasks_spread_over_them(host_cluster):
+    c = host_cluster
+    leader = c.leader()
+    nodes = wait_for(lambda: (ns := leader.get("/nodes")) and len(ns) == 5
+                     and all(n["status"]["state"] == "ready" for n in ns) and ns, message="5 ready nodes")
+    assert sorted(n["status"]["addr"] for n in nodes) == [f"10.77.0.{10 + i}" for i in range(1, 6)]
+    leader.create("across", "--mode", "global", *FAST)
+    for node in c.nodes:        # each host's own engine runs its task
+        wait_for(lambda: on_host(node, "across") == 1, timeout=60, message=f"a task on {node.hostname}")
+    leader.ok("service", "rm", "across")
+
+
+def test_a_cut_off_manager_refuses_writes_and_catches_up_when_healed(host_cluster):
+    c = host_cluster
+    leader = c.leader()
+    follower = next(n for n in c.managers if n is not leader)
+    host = c.hosts[c.nodes.index(follower)]
+    host.partition()
+    try:
+        started = time.monotonic()
+        result = follower.cli("service", "create", "--name", "cut", "--replicas", "0", follower.image, "true")
+        assert result.rc != 0 and NO_LEADER in result.err, result
+        assert time.monotonic() - started < 15
+        leader.create("while-cut", "--replicas", "0")       # the majority goes on
+    finally:
+        host.heal()
+    wait_for(lambda: "while-cut" in follower.service_names(), timeout=20, message="the healed manager caught up")
+    assert "cut" not in leader.service_names()
+    leader.ok("service", "rm", "while-cut")
+
+
+def test_a_lost_worker_host_has_its_tasks_moved_and_its_return_removes_stale_ones(host_cluster):
+    c = host_cluster
+    leader = c.leader()
+    worker = c.nodes[-1]
+    host = c.hosts[-1]
+    leader.create("mobile", "--replicas", "2", "--constraint", "node.role==worker", *FAST)
+    wait_for(lambda: len(running_tasks(leader.tasks("mobile"))) == 2, timeout=60)
+    leader.ok("service", "update", "--replicas", "4", "mobile")
+    wait_for(lambda: on_host(worker, "mobile") == 2, timeout=60, message="2 tasks on the last worker")
+
+    host.partition()            # the host vanishes from the network, and its agent dies
+    worker.kill_daemon()
+    other = c.nodes[-2]
+    wait_for(lambda: on_host(other, "mobile") == 4, timeout=30, message="all 4 tasks on the other worker")
+    assert leader.get(f"/nodes/{worker.node_id}")["status"]["state"] == "down"
+
+    host.heal()
+    c.restart(worker)
+    wait_for(lambda: on_host(worker, "mobile") == 0, timeout=30, message="stale containers removed")
+    stays_true(lambda: len(running_tasks(leader.tasks("mobile"))) == 4 and on_host(other, "mobile") == 4, 2.0)
+    leader.ok("service", "rm", "mobile")
+
+
+def test_leader_killed_after_idle_is_replaced_quickly(host_cluster):
+    c = host_cluster
+    leader = c.leader()
+    survivor = next(n for n in c.managers if n is not leader)
+    survivor.create("after-idle", "--replicas", "0")
+    time.sleep(10)              # idle: pysyncobj's first election after idle used to be slow
+    leader.kill_daemon()
+    started = time.monotonic()
+    wait_for(lambda: survivor.cli("service", "scale", "after-idle=0").rc == 0, timeout=20,
+             interval=0.05, message="a write accepted by the new leader")
+    failover = time.monotonic() - started
+    assert failover < 5, failover          # the benchmark measures it properly (bench/failover.py)
+    c.restart(leader)
+    wait_for(lambda: leader.get("/info")["raft"]["leader"] == survivor.get("/info")["raft"]["leader"],
+             timeout=20, message="the old leader back as a follower")
+    survivor.ok("service", "rm", "after-idle")
