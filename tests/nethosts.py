@@ -122,12 +122,12 @@ class Host:
     def partition(self) -> None:
         """Cut the host off: nothing in or out of eth0 (loopback stays)."""
         for rule in (["INPUT", "-i", "eth0", "-j", "DROP"], ["OUTPUT", "-o", "eth0", "-j", "DROP"]):
-            self.run(["iptables", "-I", *rule], check=True)
+            self.run(["iptables", "-w", "-I", *rule], check=True)
             self.rules.append(rule)
 
     def heal(self) -> None:
         while self.rules:
-            self.run(["iptables", "-D", *self.rules.pop()])
+            self.run(["iptables", "-w", "-D", *self.rules.pop()])
 
 
 class Hosts:
@@ -154,7 +154,7 @@ class Hosts:
         _sh("ip", "link", "add", self.bridge, "type", "bridge")
         _sh("ip", "link", "set", self.bridge, "up")
         # The root dockerd sets FORWARD to DROP: let the hosts talk across the bridge.
-        _sh("iptables", "-I", *self.forward_rule)
+        _sh("iptables", "-w", "-I", *self.forward_rule)
         for h in self.hosts:
             os.makedirs(h.work_dir, exist_ok=True)
             _sh("ip", "netns", "add", h.netns)
@@ -222,7 +222,7 @@ def _teardown(bridge: str, base: str, forward_rule: list[str], hosts: list[Host]
         _sh("ip", "link", "del", h.veth, check=False)
         shutil.rmtree(h.run_dir, ignore_errors=True)
     _sh("ip", "link", "del", bridge, check=False)
-    while _sh("iptables", "-D", *forward_rule, check=False).returncode == 0:
+    while _sh("iptables", "-w", "-D", *forward_rule, check=False).returncode == 0:
         pass
     shutil.rmtree(base, ignore_errors=True)
 
