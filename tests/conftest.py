@@ -133,12 +133,12 @@ def cluster(module_cluster_factory) -> Cluster:
 def host_cluster(test_image):
     """Five test hosts (network namespaces, each with its own dockerd) as 3 managers and
     2 workers; everything made is removed afterwards, also when a test failed."""
-    from nethosts import Hosts, netns_unavailable
+    from netns import Hosts, netns_available
     from swarmtest import HostCluster
-    reason = netns_unavailable()
+    reason = netns_available()
     if reason:
         pytest.skip(reason)
-    with Hosts(5) as hosts:
+    with Hosts(5, image=test_image) as hosts:
         cluster = HostCluster(hosts, test_image, managers=3)
         try:
             yield cluster

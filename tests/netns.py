@@ -49,8 +49,6 @@ if __package__ in (None, ""):       # run as `python tests/netns.py`: make `swar
 
 from swarmpy.localengine import IMAGE, build_busybox_image, find_busybox  # noqa: E402
 
-# Not /run/swarmpy-test-hosts, nor the "sp" prefix: tests/nethosts.py uses those, with another
-# state format, and each cleanup would trip over the other's files and names.
 STATE_DIR = Path("/run/swarmpy-netns-hosts")
 STATE_FORMAT = "tests/netns.py/1"      # cleanup_stale() touches only files that say this
 PREFIX = "sn"                          # every name: sn<tag>h<N>, snb<tag>, sn<tag>v<N>, /run/sn<tag>

@@ -378,25 +378,21 @@ class ClusterFactory:
 
 
 class HostCluster:
-    """A cluster over test hosts (tests/nethosts.py): node i runs in host i's netns with
-    that host's engine; the first `managers` nodes are managers, the rest workers."""
+    """A cluster over test hosts (tests/netns.py): node i runs in host i's netns with that
+    host's engine; the first `managers` nodes are managers, the rest workers."""
 
     def __init__(self, hosts, image: str, managers: int) -> None:
-        from swarmpy.localengine import build_busybox_image
         self.hosts = hosts
         self.nodes: list[Cluster] = []
-        for h in hosts.hosts:
-            build_busybox_image(h.docker(), image)
         try:
             for i, h in enumerate(hosts.hosts):
-                node = Cluster(h.docker(), image, os.path.join(h.work_dir, "swarmpy"), f"h{h.index}",
+                node = Cluster(h.docker(), image, os.path.join(str(h.workdir), "swarmpy"), f"h{h.index}",
                                addr=h.addr, netns=h.netns, docker_host=h.docker_host)
                 self.nodes.append(node)
                 if i == 0:
                     node.init("--dispatcher-heartbeat", "1s")
                 else:
                     node.join(self.nodes[0], "manager" if i < managers else "worker")
-                hosts.add_pid(node.pid)
         except BaseException:
             self.teardown()
             raise
@@ -416,7 +412,6 @@ class HostCluster:
 
     def restart(self, node: Cluster) -> None:
         node.restart_daemon()
-        self.hosts.add_pid(node.pid)
 
     def teardown(self) -> None:
         for node in reversed(self.nodes):

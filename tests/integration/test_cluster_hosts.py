@@ -1,5 +1,5 @@
 """Failures on a real multi-host cluster: five hosts, each a network namespace with its own
-address and dockerd, as 3 managers and 2 workers (tests/nethosts.py).  Each test leaves the
+address and dockerd, as 3 managers and 2 workers (tests/netns.py).  Each test leaves the
 cluster whole for the next one."""
 from __future__ import annotations
 
