@@ -55,23 +55,28 @@ def new_root(cluster_id: str) -> KeyPair:
     return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
-def issue(root: KeyPair, node_id: str, role: str, hosts: list[str] | None = None) -> KeyPair:
-    """A certificate for a node or client, usable for both TLS ends (mutual TLS)."""
+def _signed(root: KeyPair, public_key, node_id: str, role: str, hosts: list[str] | None = None) -> bytes:
+    """A node or client certificate, usable for both TLS ends (mutual TLS), as PEM."""
     ca_cert = x509.load_pem_x509_certificate(root.cert_pem)
     ca_key = serialization.load_pem_private_key(root.key_pem, password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.timezone.utc)
     sans = [x509.DNSName(node_id)] + [x509.DNSName(h) for h in hosts or [] if not h[0].isdigit()]
-    builder = (x509.CertificateBuilder().subject_name(_name(node_id, f"swarm-{role}"))
-               .issuer_name(ca_cert.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-               .not_valid_after(now + NODE_VALIDITY)
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                     ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-               .add_extension(x509.SubjectAlternativeName(sans), critical=False))
-    cert = builder.sign(ca_key, hashes.SHA256())
-    return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    cert = (x509.CertificateBuilder().subject_name(_name(node_id, f"swarm-{role}"))
+            .issuer_name(ca_cert.subject).public_key(public_key)
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + NODE_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issue(root: KeyPair, node_id: str, role: str, hosts: list[str] | None = None) -> KeyPair:
+    """A new key and its certificate, made where the CA is (init, tests, operators)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return KeyPair(_signed(root, key.public_key(), node_id, role, hosts), _key_pem(key))
 
 
 def new_key_and_csr() -> tuple[bytes, bytes]:
@@ -87,19 +92,7 @@ def sign_csr(root: KeyPair, csr_pem: bytes, node_id: str, role: str) -> bytes:
     csr = x509.load_pem_x509_csr(csr_pem)
     if not csr.is_signature_valid:
         raise ValueError("the certificate request's signature is invalid")
-    ca_cert = x509.load_pem_x509_certificate(root.cert_pem)
-    ca_key = serialization.load_pem_private_key(root.key_pem, password=None)
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(_name(node_id, f"swarm-{role}"))
-            .issuer_name(ca_cert.subject).public_key(csr.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + NODE_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_id)]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return cert.public_bytes(serialization.Encoding.PEM)
+    return _signed(root, csr.public_key(), node_id, role)
 
 
 def digest(ca_cert_pem: bytes) -> str:

@@ -5,6 +5,7 @@ The store keeps plain dicts (msgpack-encodable); `to_dict`/`from_dict` convert.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
 import time
 import typing
@@ -79,9 +80,15 @@ def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
+@functools.cache
+def _type_hints(cls) -> dict:
+    # get_type_hints re-evaluates annotations on every call: 9% of a leader's write path.
+    return typing.get_type_hints(cls)
+
+
 def from_dict(cls, data: dict):
     """Build a dataclass from its dict form, recursing into dataclass fields."""
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name not in data:

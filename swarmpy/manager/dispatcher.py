@@ -36,7 +36,6 @@ def agent_view(task: dict) -> dict:
 class Session:
     node_id: str
     channel: Channel
-    last_heartbeat: float = field(default_factory=time.monotonic)
     role: str = "worker"            # the role the node runs as now (its certificate's)
     role_offered: str = ""          # the role last asked of it
     fingerprint: dict = field(default_factory=dict)
@@ -130,7 +129,7 @@ class Dispatcher:
         await self.store.commit([self._node_op(node_id, hello, channel)])
         old = self.sessions.get(node_id)
         session = self.sessions[node_id] = Session(node_id, channel, role=identity[1])
-        self._last_seen[node_id] = session.last_heartbeat
+        self._last_seen[node_id] = time.monotonic()
         if old is not None:
             await old.channel.close()
         await channel.send({"type": "registered", "node_id": node_id,
@@ -167,8 +166,6 @@ class Dispatcher:
             task = asyncio.create_task(self._renew(session, msg))
             self._renewals.add(task)
             task.add_done_callback(self._renewals.discard)
-        elif kind == "heartbeat":
-            session.last_heartbeat = time.monotonic()
         elif kind == "status":
             for update in msg["updates"]:
                 self._status[update["id"]] = (session.node_id, update)
@@ -293,11 +290,9 @@ class Dispatcher:
             for node in self.store.list("nodes"):
                 if node.get("status", {}).get("state") != "ready":
                     continue
-                # A node whose session just dropped (a restart, a manager change) has the
-                # rest of its grace, counted from its last heartbeat, to come back.
-                session = self.sessions.get(node["id"])
-                last = max(session.last_heartbeat if session else self._last_seen.get(node["id"], 0.0),
-                           self._started)
+                # Counted from the last heartbeat, not the session: a node whose session just
+                # dropped (a restart, a manager change) has the rest of its grace to come back.
+                last = max(self._last_seen.get(node["id"], 0.0), self._started)
                 if t - last > grace:
                     ops.append({"op": "patch", "kind": "nodes", "id": node["id"], "skip_missing": True,
                                 "set": {"status.state": "down", "status.message": "heartbeat failure",
