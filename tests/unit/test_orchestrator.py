@@ -396,6 +396,22 @@ def test_task_on_down_node_is_replaced():
     assert live(t, svc["id"])[2]["id"] == slots[2]["id"]
 
 
+def test_task_on_down_node_is_replaced_without_the_restart_delay():
+    """The delay is for crash loops; a node loss is not the task's doing, while a task that
+    failed on a live node still waits it out."""
+    t = Tables()
+    svc = make_service(t, replicas=2, restart_policy=policy("any", delay=5))
+    reconcile(t, svc["id"])
+    slots = live(t, svc["id"])
+    set_status(t, slots[1]["id"], TaskState.RUNNING, "n1")
+    set_status(t, slots[2]["id"], TaskState.FAILED, "n2")
+    plan = reconcile(t, svc["id"], down={"n1"})
+    created = {o["obj"]["slot"]: o["obj"] for o in ops_of(plan, "create")}
+    assert created[1]["desired_state"] == RUNNING and "start_at" not in created[1]
+    assert created[2]["desired_state"] == READY and created[2]["start_at"] > time.time() + 4
+    assert plan.timers == [created[2]["start_at"]]
+
+
 def test_spec_change_replaces_every_task_with_parallelism_zero():
     t = Tables()
     svc = make_service(t, replicas=2, update_parallelism=0)

@@ -25,17 +25,18 @@ def should_restart(policy: dict, task: dict, at: float | None = None) -> bool:
     return not max_attempts or len(_recent(task, policy.get("window", 0), at)) < max_attempts
 
 
-def replacement(service: dict, old: dict, at: float | None = None) -> dict:
-    """A new task for the old task's slot (or node), started after the restart delay."""
+def replacement(service: dict, old: dict, at: float | None = None, delay: bool = True) -> dict:
+    """A new task for the old task's slot (or node), started after the restart delay
+    unless `delay` is False."""
     at = now() if at is None else at
     policy = service["spec"]["restart_policy"]
     task = new_task(service, old.get("slot"), old.get("node_id") if old.get("slot") is None else None)
     task["restarts"] = _recent(old, policy.get("window", 0), at) + [at]
-    delay = policy.get("delay", 0)
-    if delay > 0:
+    wait = policy.get("delay", 0) if delay else 0
+    if wait > 0:
         # Held at READY until the delay is over: the orchestrator then sets it RUNNING.
         task["desired_state"] = int(TaskState.READY)
-        task["start_at"] = at + delay
+        task["start_at"] = at + wait
     return task
 
 

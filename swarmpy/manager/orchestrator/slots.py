@@ -47,7 +47,10 @@ class SlotPlan:
         """Shut a dead task down and maybe restart it; returns True if the slot stays live."""
         self.ops.append(desired(task["id"], SHUTDOWN))
         if restart.should_restart(self.service["spec"]["restart_policy"], task):
-            self.create(restart.replacement(self.service, task))
+            # The delay guards against a crash-looping task; a task whose node went down did
+            # nothing wrong, so its replacement starts at once (SwarmKit delays those too).
+            lost_with_node = task.get("node_id") in self.down_nodes
+            self.create(restart.replacement(self.service, task, delay=not lost_with_node))
             return True
         # Declined: the slot stays down until the service is next updated (as in swarm).
         self.ops.append({"op": "patch", "kind": "tasks", "id": task["id"], "skip_missing": True,
