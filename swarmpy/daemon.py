@@ -10,6 +10,8 @@ import signal
 import socket
 import sys
 
+import docker.errors
+
 from raft.store import ClusterStore, derive_raft_password
 from swarmpy import ca, log, tls
 from swarmpy.config import NodeConfig, erase_state
@@ -269,3 +271,7 @@ def main(data_dir: str) -> None:
     except PortInUse as exc:
         log.get("daemon").error("cannot_start", error=str(exc))
         raise SystemExit(f"swarmpy daemon: {exc}") from None
+    except docker.errors.DockerException as exc:
+        log.get("daemon").error("cannot_start", error=str(exc))
+        raise SystemExit(f"swarmpy daemon: cannot reach the Docker engine ({exc}); "
+                         "start dockerd, or point DOCKER_HOST at it") from None

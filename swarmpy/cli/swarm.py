@@ -119,13 +119,16 @@ def start_daemon(config: NodeConfig) -> None:
                                  f"its log ({log_path}) ends with:\n{tail}")
         try:
             info = client.get("/info")
-            if info["pid"] != proc.pid:
-                raise DaemonError(409, f"another swarmpy daemon (pid {info['pid']}) already serves "
-                                       f"{config.socket}")
-            if info["node_state"] == "ready":
-                return
-        except (NoDaemon, OSError):
-            pass
+        except (DaemonError, OSError):
+            # Not listening yet, or exiting (a reset connection): the next turn tells which,
+            # and an exit is reported with its log, not as a reset.
+            time.sleep(0.05)
+            continue
+        if info["pid"] != proc.pid:
+            raise DaemonError(409, f"another swarmpy daemon (pid {info['pid']}) already serves "
+                                   f"{config.socket}")
+        if info["node_state"] == "ready":
+            return
         time.sleep(0.05)
     raise DaemonError(0, f"the swarmpy daemon did not become ready in {START_TIMEOUT_S:.0f}s; see {log_path}")
 

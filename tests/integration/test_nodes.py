@@ -1,6 +1,10 @@
 """Node availability and labels, as an operator changes them with `node update`."""
 from __future__ import annotations
 
+import os
+
+from swarmpy.config import NodeConfig
+
 from swarmtest import FAST, PENDING, running_tasks
 
 
@@ -41,3 +45,15 @@ def test_bad_node_update_is_refused_and_changes_nothing(make_cluster):
     result = node.cli("node", "update", "--label-rm", "nope", "self")
     assert result.rc == 1 and "key nope doesn't exist in node's labels" in result.err
     assert node.get(f"/nodes/{node.node_id}")["spec"] == before["spec"]
+
+
+def test_init_without_an_engine_says_so_and_leaves_nothing(make_cluster):
+    node = make_cluster.node()
+    node.env = dict(node.env, DOCKER_HOST=f"unix://{node.workdir}/no-dockerd.sock")
+    result = node.cli("init", "--data-dir", node.data_dir, "--listen-addr", f"{node.addr}:{node._pick_port()}")
+    assert result.rc != 0
+    assert "cannot reach the Docker engine" in result.err and "start dockerd" in result.err, result
+    assert not NodeConfig.exists(node.data_dir)      # the failed init left no node behind
+    node.env.pop("DOCKER_HOST")
+    node.init()                             # with the engine back, init works at once
+    assert node.ok("node", "ls", "-q").strip() == node.node_id
