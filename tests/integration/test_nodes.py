@@ -1,7 +1,6 @@
 """Node availability and labels, as an operator changes them with `node update`."""
 from __future__ import annotations
 
-import os
 
 from swarmpy.config import NodeConfig
 
