@@ -25,3 +25,11 @@ NODE_DOWN_AFTER_PERIODS = 3
 STATUS_BATCH_S = 0.02        # dispatcher collects task status reports this long before one write
 SCHEDULER_BATCH_S = 0.005    # scheduler waits this long for more pending tasks before a pass
 DOCKER_WORKERS = 8           # parallel Docker Engine API calls per agent
+
+# A service's update_config and rollback_config (SwarmKit's defaults).
+UPDATE_DELAY_S = 0.0
+UPDATE_FAILURE_ACTION = "pause"
+UPDATE_MONITOR_S = 5.0
+UPDATE_MAX_FAILURE_RATIO = 0.0
+UPDATE_ORDER = "stop-first"
+HEALTH_RESYNC_S = 5.0        # a task with a healthcheck asks the engine this often, for missed events

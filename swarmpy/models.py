@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import secrets
 import time
+import types
 import typing
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -56,6 +57,66 @@ class RestartPolicy:
 
 
 @dataclass
+class Ulimit:
+    name: str                  # nofile, nproc, core, ... (as `ulimit`)
+    soft: int
+    hard: int
+
+
+@dataclass
+class Healthcheck:
+    # Docker's forms: [] inherit the image's, ["NONE"], ["CMD", arg...], ["CMD-SHELL", "command"].
+    test: list[str] = field(default_factory=list)
+    interval: float = 0.0      # seconds; 0 = the engine's default (30 s)
+    timeout: float = 0.0       # 0 = 30 s
+    start_period: float = 0.0  # 0 = none
+    start_interval: float = 0.0
+    retries: int = 0           # 0 = 3
+
+
+@dataclass
+class LogDriver:
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Mount:
+    target: str
+    type: str = "volume"                          # volume | bind | tmpfs
+    source: str = ""                              # volume name (empty: anonymous) or host path
+    read_only: bool = False
+    consistency: str = ""                         # default | consistent | cached | delegated
+    bind_propagation: str = ""                    # rprivate, private, rshared, shared, rslave, slave
+    volume_nocopy: bool = False
+    volume_labels: dict[str, str] = field(default_factory=dict)
+    volume_driver: str = ""
+    volume_driver_options: dict[str, str] = field(default_factory=dict)
+    tmpfs_size_bytes: int = 0                     # 0: unlimited
+    tmpfs_mode: int = 0                           # e.g. 0o1777; 0: the engine's default
+
+
+@dataclass
+class PortConfig:
+    target: int
+    published: int = 0                            # 0: none chosen (the engine picks one)
+    protocol: str = "tcp"                         # tcp | udp | sctp
+    mode: str = "ingress"                         # ingress | host
+
+
+@dataclass
+class UpdateConfig:
+    # SwarmKit's defaults.  Only `parallelism` is acted on so far (the updater in
+    # swarmpy/manager/orchestrator/slots.py); the rest is stored for it.
+    parallelism: int = defaults.UPDATE_PARALLELISM
+    delay: float = defaults.UPDATE_DELAY_S
+    failure_action: str = defaults.UPDATE_FAILURE_ACTION  # pause | continue | rollback
+    monitor: float = defaults.UPDATE_MONITOR_S
+    max_failure_ratio: float = defaults.UPDATE_MAX_FAILURE_RATIO
+    order: str = defaults.UPDATE_ORDER                     # stop-first | start-first
+
+
+@dataclass
 class ServiceSpec:
     name: str
     image: str
@@ -73,32 +134,67 @@ class ServiceSpec:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     stop_grace_period: float = defaults.STOP_GRACE_PERIOD_S
     pull: str = defaults.PULL_POLICY                          # always | missing | never
-    update_parallelism: int = defaults.UPDATE_PARALLELISM
+    update_config: UpdateConfig = field(default_factory=UpdateConfig)
+    rollback_config: UpdateConfig = field(default_factory=UpdateConfig)
+    # Docker's ContainerSpec, beyond image, command (its Args), env and labels.
+    entrypoint: list[str] = field(default_factory=list)     # docker's ContainerSpec.Command
+    hostname: str = ""
+    user: str = ""
+    working_dir: str = ""
+    stop_signal: str = ""
+    tty: bool = False
+    open_stdin: bool = False
+    read_only: bool = False
+    init: bool | None = None                                  # None: the engine's default
+    hosts: list[str] = field(default_factory=list)           # "IP HOST [ALIAS...]", as /etc/hosts
+    dns_nameservers: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_options: list[str] = field(default_factory=list)
+    sysctls: dict[str, str] = field(default_factory=dict)
+    ulimits: list[Ulimit] = field(default_factory=list)
+    cap_add: list[str] = field(default_factory=list)
+    cap_drop: list[str] = field(default_factory=list)
+    healthcheck: Healthcheck | None = None                    # None: the image's
+    log_driver: LogDriver | None = None                       # None: the engine's default
+    mounts: list[Mount] = field(default_factory=list)
+    ports: list[PortConfig] = field(default_factory=list)
 
 
 def to_dict(obj) -> dict:
     return dataclasses.asdict(obj)
 
 
-@functools.cache
-def _type_hints(cls) -> dict:
-    # get_type_hints re-evaluates annotations on every call: 9% of a leader's write path.
-    return typing.get_type_hints(cls)
-
-
 def from_dict(cls, data: dict):
-    """Build a dataclass from its dict form, recursing into dataclass fields."""
-    hints = _type_hints(cls)
+    """Build a dataclass from its dict form, recursing into dataclass fields.  Unknown keys
+    are ignored and missing ones take their defaults, so older stored specs still load."""
     kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        hint = hints[f.name]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = from_dict(hint, value)
-        kwargs[f.name] = value
+    for name, convert in _converters(cls):
+        if name in data:
+            value = data[name]
+            kwargs[name] = convert(value) if convert is not None and value is not None else value
     return cls(**kwargs)
+
+
+@functools.cache
+def _converters(cls) -> tuple:
+    # Resolved once per class: get_type_hints re-evaluates annotations on every call, and
+    # from_dict is on the leader's write path.
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, _converter(hints[f.name])) for f in dataclasses.fields(cls))
+
+
+def _converter(hint):
+    """How to rebuild a field of type `X`, `X | None` or `list[X]` (X a dataclass); None: as is."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        return _converter(inner[0]) if len(inner) == 1 else None
+    if dataclasses.is_dataclass(hint):
+        return lambda v: from_dict(hint, v) if isinstance(v, dict) else v
+    if typing.get_origin(hint) is list and args and dataclasses.is_dataclass(args[0]):
+        return lambda v: [from_dict(args[0], x) if isinstance(x, dict) else x for x in v] \
+            if isinstance(v, list) else v
+    return None
 
 
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"

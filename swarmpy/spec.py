@@ -5,16 +5,32 @@ spec is rejected whole and nothing is half-applied.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 
 from swarmpy.manager.scheduler import constraint
-from swarmpy.models import Resources, RestartPolicy, ServiceSpec, from_dict
+from swarmpy.models import (Healthcheck, LogDriver, Mount, PortConfig, Resources, RestartPolicy, ServiceSpec,
+                            Ulimit, UpdateConfig, from_dict)
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+_VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")     # the engine's rule
 MODES = ("replicated", "global")
 RESTART_CONDITIONS = ("none", "on-failure", "any")
 PULL_POLICIES = ("always", "missing", "never")
+FAILURE_ACTIONS = ("pause", "continue", "rollback")
+ROLLBACK_FAILURE_ACTIONS = ("pause", "continue")
+UPDATE_ORDERS = ("stop-first", "start-first")
+MOUNT_TYPES = ("volume", "bind", "tmpfs")
+CONSISTENCIES = ("default", "consistent", "cached", "delegated")
+PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
+PROTOCOLS = ("tcp", "udp", "sctp")
+PUBLISH_MODES = ("ingress", "host")
+ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+                "rss", "rtprio", "rttime", "sigpending", "stack")
+_SIGNAL = re.compile(r"^(SIG)?[A-Z][A-Z0-9]*([+-][0-9]+)?$|^[0-9]+$", re.IGNORECASE)
+_CAPABILITY = re.compile(r"^(CAP_)?[A-Z_]+$", re.IGNORECASE)
+MIN_HEALTH_DURATION_S = 0.001      # the engine refuses non-zero health durations below 1 ms
 
 
 class SpecError(ValueError):
@@ -99,8 +115,241 @@ def validate_constraint(field: str, text: str) -> None:
         raise SpecError(field, f"{exc}, e.g. node.role==manager") from None
 
 
+def _object(field: str, value, cls) -> dict:
+    """A JSON object whose keys are fields of the dataclass `cls`."""
+    known = list(cls.__dataclass_fields__)
+    _require_type(field, value, dict, f"an object with {', '.join(known)}")
+    unknown = set(value) - set(known)
+    if unknown:
+        raise SpecError(f"{field}.{sorted(unknown)[0]}", f"unknown field; use {', '.join(known)}")
+    return value
+
+
+def _one_of(field: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise SpecError(field, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _bool(field: str, value) -> bool:
+    return _require_type(field, value, bool, "true or false")
+
+
+def _string(field: str, value) -> str:
+    return _require_type(field, value, str, "a string")
+
+
+def _update_config(field: str, value, actions: tuple[str, ...]) -> UpdateConfig:
+    config = from_dict(UpdateConfig, _object(field, value, UpdateConfig))
+    _non_negative_int(f"{field}.parallelism", config.parallelism)
+    config.delay = _seconds(f"{field}.delay", config.delay)
+    config.monitor = _seconds(f"{field}.monitor", config.monitor)
+    _one_of(f"{field}.failure_action", config.failure_action, actions)
+    _one_of(f"{field}.order", config.order, UPDATE_ORDERS)
+    ratio = _require_type(f"{field}.max_failure_ratio", config.max_failure_ratio, (int, float), "a number")
+    if not 0 <= ratio <= 1:
+        raise SpecError(f"{field}.max_failure_ratio", f"must be between 0 and 1, got {ratio}")
+    config.max_failure_ratio = float(ratio)
+    return config
+
+
+def _healthcheck(value) -> Healthcheck | None:
+    if value is None:
+        return None
+    check = from_dict(Healthcheck, _object("healthcheck", value, Healthcheck))
+    test = _string_list("healthcheck.test", check.test)
+    forms = 'use [] (the image\'s), ["NONE"], ["CMD", "ARG", ...] or ["CMD-SHELL", "COMMAND"]'
+    if test and (test[0] not in ("NONE", "CMD", "CMD-SHELL") or (test[0] == "NONE" and len(test) > 1)
+                 or (test[0] == "CMD" and len(test) < 2) or (test[0] == "CMD-SHELL" and len(test) != 2)):
+        raise SpecError("healthcheck.test", f"{test!r} is invalid; {forms}")
+    for name in ("interval", "timeout", "start_period", "start_interval"):
+        seconds = _seconds(f"healthcheck.{name}", getattr(check, name))
+        if 0 < seconds < MIN_HEALTH_DURATION_S:
+            raise SpecError(f"healthcheck.{name}", f"must be 0 (the engine's default) or at least 1ms, "
+                                                   f"got {seconds}")
+        setattr(check, name, seconds)
+    _non_negative_int("healthcheck.retries", check.retries)
+    return check
+
+
+def _log_driver(value) -> LogDriver | None:
+    if value is None:
+        return None
+    _object("log_driver", value, LogDriver)
+    if not value.get("name"):
+        raise SpecError("log_driver.name", "is required, e.g. json-file")
+    return LogDriver(name=_string("log_driver.name", value["name"]),
+                     options=dict(_string_map("log_driver.options", value.get("options", {}))))
+
+
+def _ulimits(value) -> list[Ulimit]:
+    _require_type("ulimits", value, list, "a list of objects with name, soft and hard")
+    out, seen = [], set()
+    for i, item in enumerate(value):
+        field = f"ulimits[{i}]"
+        _object(field, item, Ulimit)
+        name = _one_of(f"{field}.name", item.get("name"), ULIMIT_NAMES)
+        if name in seen:
+            raise SpecError(f"{field}.name", f"ulimit {name!r} is given twice; give each limit once")
+        seen.add(name)
+        soft, hard = (_require_type(f"{field}.{k}", item.get(k), int, "an integer (-1: unlimited)")
+                      for k in ("soft", "hard"))
+        for k, v in (("soft", soft), ("hard", hard)):
+            if v < -1:
+                raise SpecError(f"{field}.{k}", f"must be -1 (unlimited) or more, got {v}")
+        if hard != -1 and (soft == -1 or soft > hard):
+            raise SpecError(f"{field}.soft", f"soft limit {soft} is above the hard limit {hard}; "
+                                             "the soft limit must not exceed the hard one")
+        out.append(Ulimit(name=name, soft=soft, hard=hard))
+    return out
+
+
+def _mounts(value) -> list[Mount]:
+    _require_type("mounts", value, list, "a list of mount objects")
+    mounts = [_mount(f"mounts[{i}]", item) for i, item in enumerate(value)]
+    targets = [m.target for m in mounts]
+    for i, target in enumerate(targets):
+        if target in targets[:i]:
+            raise SpecError(f"mounts[{i}].target", f"duplicate mount point: {target}; mount each path once")
+    return mounts
+
+
+_MOUNT_OPTIONS = {"bind": ("bind_propagation",),
+                  "volume": ("volume_nocopy", "volume_labels", "volume_driver", "volume_driver_options"),
+                  "tmpfs": ("tmpfs_size_bytes", "tmpfs_mode")}
+
+
+def _mount(field: str, value) -> Mount:
+    _object(field, value, Mount)
+    if not value.get("target"):
+        raise SpecError(f"{field}.target", "is required: the path in the container")
+    mount = from_dict(Mount, value)
+    for name in ("target", "source", "consistency", "bind_propagation", "volume_driver"):
+        _string(f"{field}.{name}", getattr(mount, name))
+    if not mount.target.startswith("/"):
+        raise SpecError(f"{field}.target", f"{mount.target!r} is not an absolute path")
+    _one_of(f"{field}.type", mount.type, MOUNT_TYPES)
+    for name in ("read_only", "volume_nocopy"):
+        _bool(f"{field}.{name}", getattr(mount, name))
+    if mount.consistency:
+        _one_of(f"{field}.consistency", mount.consistency, CONSISTENCIES)
+    if mount.bind_propagation:
+        _one_of(f"{field}.bind_propagation", mount.bind_propagation, PROPAGATIONS)
+    _string_map(f"{field}.volume_labels", mount.volume_labels)
+    _string_map(f"{field}.volume_driver_options", mount.volume_driver_options)
+    _non_negative_int(f"{field}.tmpfs_size_bytes", mount.tmpfs_size_bytes)
+    if not 0 <= _non_negative_int(f"{field}.tmpfs_mode", mount.tmpfs_mode) <= 0o7777:
+        raise SpecError(f"{field}.tmpfs_mode", f"must be a file mode up to 0o7777, got {mount.tmpfs_mode}")
+    defaults = Mount(target=mount.target)
+    for kind, options in _MOUNT_OPTIONS.items():
+        for name in options:
+            if kind != mount.type and getattr(mount, name) != getattr(defaults, name):
+                raise SpecError(f"{field}.{name}", f"cannot be used with mount type {mount.type!r}, "
+                                                   f"only with {kind!r}")
+    _mount_source(field, mount)
+    return mount
+
+
+def _mount_source(field: str, mount: Mount) -> None:
+    if mount.type == "bind" and not mount.source.startswith("/"):
+        raise SpecError(f"{field}.source", f"a bind mount needs an absolute host path, got {mount.source!r}")
+    if mount.type == "tmpfs" and mount.source:
+        raise SpecError(f"{field}.source", "must be empty for a tmpfs mount")
+    if mount.type == "volume" and mount.source and not _VOLUME_NAME.fullmatch(mount.source):
+        raise SpecError(f"{field}.source", f"{mount.source!r} is not a valid volume name; use two or more "
+                                           "letters, digits, '_', '.', '-' (empty: an anonymous volume)")
+
+
+def _ports(value) -> list[PortConfig]:
+    _require_type("ports", value, list, "a list of port objects")
+    ports, seen = [], set()
+    for i, item in enumerate(value):
+        field = f"ports[{i}]"
+        _object(field, item, PortConfig)
+        port = from_dict(PortConfig, {"target": None, **item})
+        for name, low in (("target", 1), ("published", 0)):
+            number = getattr(port, name)
+            if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= 65535:
+                raise SpecError(f"{field}.{name}", f"must be a port number from {low} to 65535, got {number!r}")
+        _one_of(f"{field}.protocol", port.protocol, PROTOCOLS)
+        _one_of(f"{field}.mode", port.mode, PUBLISH_MODES)
+        key = (port.published, port.protocol)
+        if port.published and key in seen:
+            raise SpecError(f"{field}.published", f"port {port.published}/{port.protocol} is published "
+                                                  "twice; publish each port once")
+        seen.add(key)
+        ports.append(port)
+    return ports
+
+
+def _hosts(value) -> list[str]:
+    for i, entry in enumerate(_string_list("hosts", value)):
+        parts = entry.split()
+        if len(parts) < 2 or not _is_ip(parts[0]):
+            raise SpecError(f"hosts[{i}]", f"{entry!r} is invalid; use \"IP HOSTNAME [ALIAS...]\", "
+                                           "e.g. \"10.0.0.2 db\"")
+    return value
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _container_fields(spec: ServiceSpec, data: dict) -> None:
+    """Docker's ContainerSpec fields beyond image, command, env and labels."""
+    spec.entrypoint = _string_list("entrypoint", data.get("entrypoint", []))
+    for name in ("hostname", "user", "working_dir", "stop_signal"):
+        setattr(spec, name, _string(name, data.get(name, "")))
+    if spec.working_dir and not spec.working_dir.startswith("/"):
+        raise SpecError("working_dir", f"{spec.working_dir!r} is not an absolute path")
+    if spec.stop_signal and not _SIGNAL.fullmatch(spec.stop_signal):
+        raise SpecError("stop_signal", f"{spec.stop_signal!r} is invalid; use a signal name or number, "
+                                       "e.g. SIGINT or 2")
+    for name in ("tty", "open_stdin", "read_only"):
+        setattr(spec, name, _bool(name, data.get(name, False)))
+    init = data.get("init")
+    spec.init = None if init is None else _bool("init", init)
+    spec.hosts = _hosts(data.get("hosts", []))
+    spec.dns_nameservers = _string_list("dns_nameservers", data.get("dns_nameservers", []))
+    for i, server in enumerate(spec.dns_nameservers):
+        if not _is_ip(server):
+            raise SpecError(f"dns_nameservers[{i}]", f"{server!r} is not an IP address")
+    spec.dns_search = _string_list("dns_search", data.get("dns_search", []))
+    spec.dns_options = _string_list("dns_options", data.get("dns_options", []))
+    spec.sysctls = dict(_string_map("sysctls", data.get("sysctls", {})))
+    spec.ulimits = _ulimits(data.get("ulimits", []))
+    for name in ("cap_add", "cap_drop"):
+        caps = _string_list(name, data.get(name, []))
+        for i, cap in enumerate(caps):
+            if not _CAPABILITY.fullmatch(cap):
+                raise SpecError(f"{name}[{i}]", f"{cap!r} is not a capability; use e.g. NET_ADMIN or ALL")
+        setattr(spec, name, caps)
+    spec.healthcheck = _healthcheck(data.get("healthcheck"))
+    spec.log_driver = _log_driver(data.get("log_driver"))
+    spec.mounts = _mounts(data.get("mounts", []))
+    spec.ports = _ports(data.get("ports", []))
+
+
+def _legacy(data: dict) -> dict:
+    """Specs stored before update_config existed carry update_parallelism: read it as
+    update_config.parallelism, so that a client posting such a spec back is not refused."""
+    if "update_parallelism" not in data:
+        return data
+    data = dict(data)
+    parallelism = data.pop("update_parallelism")
+    config = data.get("update_config")
+    if config is None or (isinstance(config, dict) and "parallelism" not in config):
+        data["update_config"] = dict(config or {}, parallelism=parallelism)
+    return data
+
+
 def parse_service_spec(data) -> ServiceSpec:
     _require_type("spec", data, dict, "a JSON object")
+    data = _legacy(data)
     known = {f for f in ServiceSpec.__dataclass_fields__}
     unknown = set(data) - known
     if unknown:
@@ -142,8 +391,10 @@ def parse_service_spec(data) -> ServiceSpec:
         raise SpecError("limits.generic", "generic resources can only be reserved, not limited")
     spec.restart_policy = _restart_policy(data.get("restart_policy", {}))
     spec.stop_grace_period = _seconds("stop_grace_period", data.get("stop_grace_period", spec.stop_grace_period))
-    spec.update_parallelism = _non_negative_int("update_parallelism",
-                                                data.get("update_parallelism", spec.update_parallelism))
+    spec.update_config = _update_config("update_config", data.get("update_config", {}), FAILURE_ACTIONS)
+    spec.rollback_config = _update_config("rollback_config", data.get("rollback_config", {}),
+                                          ROLLBACK_FAILURE_ACTIONS)
+    _container_fields(spec, data)
     spec.pull = data.get("pull", spec.pull)
     if spec.pull not in PULL_POLICIES:
         raise SpecError("pull", f"must be one of always, missing, never, got {spec.pull!r}")

@@ -62,7 +62,7 @@ def spec_from_args(args) -> dict:
         policy["window"] = _convert("--restart-window", args.restart_window, parse_duration)
     spec["restart_policy"] = policy
     if args.update_parallelism is not None:
-        spec["update_parallelism"] = _convert("--update-parallelism", args.update_parallelism, _uint)
+        spec["update_config"] = {"parallelism": _convert("--update-parallelism", args.update_parallelism, _uint)}
     if args.stop_grace_period is not None:
         spec["stop_grace_period"] = _convert("--stop-grace-period", args.stop_grace_period, parse_duration)
     return spec
@@ -169,7 +169,9 @@ def update(args) -> int:
         if args.replicas is not None:
             spec["replicas"] = _convert("--replicas", args.replicas, _uint)
         if args.update_parallelism is not None:
-            spec["update_parallelism"] = _convert("--update-parallelism", args.update_parallelism, _uint)
+            spec.pop("update_parallelism", None)          # stored before update_config existed
+            spec["update_config"] = dict(spec.get("update_config") or {}, parallelism=_convert(
+                "--update-parallelism", args.update_parallelism, _uint))
         env = [e for e in spec.get("env", []) if e.split("=", 1)[0] not in set(args.env_rm)]
         spec["env"] = env + args.env_add
         if args.force:

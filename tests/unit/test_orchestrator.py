@@ -12,7 +12,8 @@ import pytest
 from raft.tables import Tables
 from swarmpy.manager.orchestrator import global_, replicated, restart
 from swarmpy.manager.orchestrator.slots import SlotPlan, desired, runnable, spec_changed
-from swarmpy.models import RestartPolicy, ServiceSpec, TaskState, new_service, new_task, to_dict
+from swarmpy.models import (RestartPolicy, ServiceSpec, TaskState, UpdateConfig, new_service, new_task,
+                            to_dict)
 
 RUNNING, READY, SHUTDOWN, REMOVE = (int(TaskState.RUNNING), int(TaskState.READY), int(TaskState.SHUTDOWN),
                                     int(TaskState.REMOVE))
@@ -414,7 +415,7 @@ def test_task_on_down_node_is_replaced_without_the_restart_delay():
 
 def test_spec_change_replaces_every_task_with_parallelism_zero():
     t = Tables()
-    svc = make_service(t, replicas=2, update_parallelism=0)
+    svc = make_service(t, replicas=2, update_config=UpdateConfig(parallelism=0))
     reconcile(t, svc["id"])
     run_all(t, svc["id"])
     old = live(t, svc["id"])
@@ -455,14 +456,14 @@ def test_update_replaces_one_slot_at_a_time_by_default():
 
 def test_update_with_parallelism_two_and_a_change_of_parallelism_alone():
     t = Tables()
-    svc = make_service(t, replicas=3, update_parallelism=2)
+    svc = make_service(t, replicas=3, update_config=UpdateConfig(parallelism=2))
     reconcile(t, svc["id"])
     run_all(t, svc["id"])
     ids = {slot: task["id"] for slot, task in live(t, svc["id"]).items()}
-    svc = update_service(t, svc, update_parallelism=1)       # not a task field: nothing replaced
+    svc = update_service(t, svc, update_config=to_dict(UpdateConfig(parallelism=1)))   # not a task field
     assert reconcile(t, svc["id"]).ops == []
     assert {slot: task["id"] for slot, task in live(t, svc["id"]).items()} == ids
-    svc = update_service(t, svc, update_parallelism=2, env=["A=1"])
+    svc = update_service(t, svc, update_config=to_dict(UpdateConfig(parallelism=2)), env=["A=1"])
     plan = reconcile(t, svc["id"])
     assert len(ops_of(plan, "create")) == 2
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from swarmpy import defaults
-from swarmpy.models import Resources, RestartPolicy, ServiceSpec, from_dict, to_dict
+from swarmpy.models import (Healthcheck, LogDriver, Mount, PortConfig, Resources, RestartPolicy, ServiceSpec,
+                            Ulimit, UpdateConfig, from_dict, to_dict)
 from swarmpy.spec import SpecError, parse_service_spec
 
 
@@ -128,7 +129,7 @@ def test_non_object_spec():
 
 
 def test_unknown_field_reported_even_when_others_are_fine():
-    err = bad(base(replicas=2, healthcheck={}), "healthcheck", "unknown field")
+    err = bad(base(replicas=2, healthchek={}), "healthchek", "unknown field")
     assert "known fields are" in str(err)
 
 
@@ -171,3 +172,165 @@ def test_global_mode_accepts_null_replicas():
 ])
 def test_non_finite_numbers_are_rejected(data, field):
     bad(data, field)
+
+
+# -- docker's ContainerSpec fields, update_config and rollback_config -----------------------
+FULL_CONTAINER = dict(
+    entrypoint=["/bin/sh", "-c"], hostname="web-host", user="1000:1000", working_dir="/srv",
+    stop_signal="SIGINT", tty=True, open_stdin=True, read_only=True, init=True,
+    hosts=["10.0.0.2 db db.local", "::1 ip6"], dns_nameservers=["10.0.0.53"], dns_search=["example.com"],
+    dns_options=["ndots:2"], sysctls={"net.core.somaxconn": "1024"},
+    ulimits=[{"name": "nofile", "soft": 1024, "hard": 2048}, {"name": "core", "soft": -1, "hard": -1}],
+    cap_add=["NET_ADMIN"], cap_drop=["CAP_MKNOD", "ALL"],
+    healthcheck={"test": ["CMD-SHELL", "true"], "interval": 0.5, "timeout": 2, "start_period": 1,
+                 "start_interval": 0.1, "retries": 3},
+    log_driver={"name": "json-file", "options": {"max-size": "1m"}},
+    mounts=[{"type": "volume", "source": "data", "target": "/data", "volume_labels": {"a": "b"},
+             "volume_driver": "local", "volume_driver_options": {"o": "x"}, "volume_nocopy": True},
+            {"type": "bind", "source": "/tmp", "target": "/host", "read_only": True,
+             "bind_propagation": "rslave", "consistency": "cached"},
+            {"type": "tmpfs", "target": "/scratch", "tmpfs_size_bytes": 1 << 20, "tmpfs_mode": 0o1777},
+            {"target": "/anon"}],
+    ports=[{"target": 80, "published": 8080}, {"target": 53, "published": 53, "protocol": "udp", "mode": "host"},
+           {"target": 9000}],
+    update_config={"parallelism": 2, "delay": 1.5, "failure_action": "rollback", "monitor": 10,
+                   "max_failure_ratio": 0.25, "order": "start-first"},
+    rollback_config={"parallelism": 0, "failure_action": "continue"},
+)
+
+
+def test_container_fields_default_to_docker_s():
+    spec = parse_service_spec(base())
+    assert spec.entrypoint == [] and spec.hostname == spec.user == spec.working_dir == spec.stop_signal == ""
+    assert not (spec.tty or spec.open_stdin or spec.read_only) and spec.init is None
+    assert spec.hosts == spec.dns_nameservers == spec.dns_search == spec.dns_options == []
+    assert spec.sysctls == {} and spec.ulimits == [] and spec.cap_add == spec.cap_drop == []
+    assert spec.healthcheck is None and spec.log_driver is None and spec.mounts == [] and spec.ports == []
+    swarmkit = UpdateConfig(parallelism=1, delay=0.0, failure_action="pause", monitor=5.0,
+                            max_failure_ratio=0.0, order="stop-first")
+    assert spec.update_config == swarmkit and spec.rollback_config == swarmkit
+
+
+def test_full_container_spec_round_trips():
+    spec = parse_service_spec(base(**FULL_CONTAINER))
+    assert spec.entrypoint == ["/bin/sh", "-c"] and spec.init is True and spec.tty is True
+    assert spec.ulimits == [Ulimit("nofile", 1024, 2048), Ulimit("core", -1, -1)]
+    assert spec.healthcheck == Healthcheck(["CMD-SHELL", "true"], 0.5, 2.0, 1.0, 0.1, 3)
+    assert spec.log_driver == LogDriver("json-file", {"max-size": "1m"})
+    assert spec.mounts[0] == Mount(target="/data", source="data", volume_labels={"a": "b"},
+                                   volume_driver="local", volume_driver_options={"o": "x"}, volume_nocopy=True)
+    assert spec.mounts[2].tmpfs_mode == 0o1777 and spec.mounts[3] == Mount(target="/anon")
+    assert spec.ports == [PortConfig(80, 8080, "tcp", "ingress"), PortConfig(53, 53, "udp", "host"),
+                          PortConfig(9000, 0, "tcp", "ingress")]
+    assert spec.update_config == UpdateConfig(2, 1.5, "rollback", 10.0, 0.25, "start-first")
+    assert spec.rollback_config.parallelism == 0 and spec.rollback_config.failure_action == "continue"
+    again = from_dict(ServiceSpec, to_dict(spec))
+    assert again == spec
+    assert parse_service_spec(to_dict(spec)) == spec
+
+
+def test_spec_stored_before_container_fields_still_loads():
+    old = {"name": "web", "image": "busybox", "command": [], "env": [], "labels": {}, "container_labels": {},
+           "mode": "replicated", "replicas": 2, "constraints": [], "preferences": [], "max_replicas_per_node": 0,
+           "reservations": {"nano_cpus": 0, "memory_bytes": 0, "generic": {}},
+           "limits": {"nano_cpus": 0, "memory_bytes": 0, "generic": {}},
+           "restart_policy": {"condition": "any", "delay": 5.0, "max_attempts": 0, "window": 0.0},
+           "stop_grace_period": 10.0, "pull": "missing", "update_parallelism": 3}
+    loaded = from_dict(ServiceSpec, old)
+    assert loaded.replicas == 2 and loaded.mounts == [] and loaded.update_config == UpdateConfig()
+    # posted back as it was stored (service update from an older client): its parallelism is kept
+    assert parse_service_spec(old).update_config.parallelism == 3
+
+
+def test_healthcheck_forms():
+    for test in ([], ["NONE"], ["CMD", "true"], ["CMD", "sh", "-c", "x"], ["CMD-SHELL", "exit 0"]):
+        assert parse_service_spec(base(healthcheck={"test": test})).healthcheck.test == test
+    assert parse_service_spec(base(healthcheck=None)).healthcheck is None
+    assert parse_service_spec(base(init=None, log_driver=None)).init is None
+
+
+@pytest.mark.parametrize("data, field, fragments", [
+    (base(entrypoint="sh -c"), "entrypoint", ["list of strings"]),
+    (base(hostname=1), "hostname", ["a string"]),
+    (base(working_dir="srv"), "working_dir", ["absolute path"]),
+    (base(stop_signal="SIG TERM"), "stop_signal", ["SIGINT"]),
+    (base(tty="yes"), "tty", ["true or false"]),
+    (base(open_stdin=1), "open_stdin", ["true or false"]),
+    (base(read_only=None), "read_only", ["true or false"]),
+    (base(init="true"), "init", ["true or false"]),
+    (base(hosts=["db:10.0.0.2"]), "hosts[0]", ["IP HOSTNAME"]),
+    (base(hosts=["10.0.0.2"]), "hosts[0]", ["IP HOSTNAME"]),
+    (base(dns_nameservers=["dns.example"]), "dns_nameservers[0]", ["not an IP address"]),
+    (base(dns_search="example.com"), "dns_search", ["list of strings"]),
+    (base(dns_options=[1]), "dns_options[0]", ["a string"]),
+    (base(sysctls={"net.core.somaxconn": 1024}), "sysctls.net.core.somaxconn", ["a string"]),
+    (base(ulimits={"nofile": 1}), "ulimits", ["list"]),
+    (base(ulimits=[{"name": "files", "soft": 1, "hard": 1}]), "ulimits[0].name", ["nofile"]),
+    (base(ulimits=[{"name": "nofile", "soft": 10, "hard": 5}]), "ulimits[0].soft", ["hard limit 5"]),
+    (base(ulimits=[{"name": "nofile", "soft": "1", "hard": 5}]), "ulimits[0].soft", ["integer"]),
+    (base(ulimits=[{"name": "nofile", "soft": 1}]), "ulimits[0].hard", ["integer"]),
+    (base(ulimits=[{"name": "nofile", "soft": -2, "hard": -1}]), "ulimits[0].soft", ["-1"]),
+    (base(ulimits=[{"name": "nofile", "soft": 1, "hard": 1, "max": 2}]), "ulimits[0].max", ["unknown field"]),
+    (base(ulimits=[{"name": "nproc", "soft": 1, "hard": 1}] * 2), "ulimits[1].name", ["twice"]),
+    (base(cap_add=["NET ADMIN"]), "cap_add[0]", ["capability"]),
+    (base(cap_drop="ALL"), "cap_drop", ["list of strings"]),
+    (base(healthcheck={"test": ["CMD-SHELL"]}), "healthcheck.test", ["CMD-SHELL"]),
+    (base(healthcheck={"test": ["CMD"]}), "healthcheck.test", []),
+    (base(healthcheck={"test": ["NONE", "x"]}), "healthcheck.test", []),
+    (base(healthcheck={"test": ["curl", "x"]}), "healthcheck.test", ["\"CMD\""]),
+    (base(healthcheck={"test": "curl x"}), "healthcheck.test", ["list of strings"]),
+    (base(healthcheck={"interval": -1}), "healthcheck.interval", ["non-negative"]),
+    (base(healthcheck={"timeout": "5s"}), "healthcheck.timeout", ["number of seconds"]),
+    (base(healthcheck={"start_period": 0.0001}), "healthcheck.start_period", ["1ms"]),
+    (base(healthcheck={"start_interval": float("inf")}), "healthcheck.start_interval", []),
+    (base(healthcheck={"retries": -1}), "healthcheck.retries", []),
+    (base(healthcheck={"cmd": "true"}), "healthcheck.cmd", ["unknown field", "test"]),
+    (base(healthcheck="true"), "healthcheck", ["an object"]),
+    (base(log_driver={"options": {}}), "log_driver.name", ["required"]),
+    (base(log_driver={"name": "json-file", "options": {"max-size": 1}}), "log_driver.options.max-size", []),
+    (base(log_driver={"name": "json-file", "opts": {}}), "log_driver.opts", ["unknown field"]),
+    (base(mounts={"target": "/x"}), "mounts", ["list"]),
+    (base(mounts=[{"source": "x"}]), "mounts[0].target", ["required"]),
+    (base(mounts=[{"target": "data"}]), "mounts[0].target", ["absolute path"]),
+    (base(mounts=[{"target": "/x", "type": "npipe"}]), "mounts[0].type", ["volume, bind, tmpfs"]),
+    (base(mounts=[{"target": "/x", "type": "bind"}]), "mounts[0].source", ["absolute host path"]),
+    (base(mounts=[{"target": "/x", "type": "bind", "source": "rel"}]), "mounts[0].source", []),
+    (base(mounts=[{"target": "/x", "type": "tmpfs", "source": "t"}]), "mounts[0].source", ["empty"]),
+    (base(mounts=[{"target": "/x", "source": "a b"}]), "mounts[0].source", ["volume name"]),
+    (base(mounts=[{"target": "/x", "type": "tmpfs", "volume_labels": {"a": "b"}}]),
+     "mounts[0].volume_labels", ["mount type 'tmpfs'", "'volume'"]),
+    (base(mounts=[{"target": "/x", "tmpfs_size_bytes": 10}]), "mounts[0].tmpfs_size_bytes", ["'tmpfs'"]),
+    (base(mounts=[{"target": "/x", "bind_propagation": "rslave"}]), "mounts[0].bind_propagation", ["'bind'"]),
+    (base(mounts=[{"target": "/x", "type": "bind", "source": "/", "bind_propagation": "up"}]),
+     "mounts[0].bind_propagation", ["rprivate"]),
+    (base(mounts=[{"target": "/x", "consistency": "eventual"}]), "mounts[0].consistency", ["cached"]),
+    (base(mounts=[{"target": "/x", "read_only": "yes"}]), "mounts[0].read_only", ["true or false"]),
+    (base(mounts=[{"target": "/x", "type": "tmpfs", "tmpfs_mode": 0o17777}]), "mounts[0].tmpfs_mode", []),
+    (base(mounts=[{"target": "/x", "type": "tmpfs", "tmpfs_size_bytes": -1}]), "mounts[0].tmpfs_size_bytes", []),
+    (base(mounts=[{"target": "/x", "volume_labels": ["a=b"]}]), "mounts[0].volume_labels", []),
+    (base(mounts=[{"target": "/x"}, {"target": "/x", "type": "tmpfs"}]), "mounts[1].target", ["duplicate"]),
+    (base(mounts=[{"target": "/x", "readonly": True}]), "mounts[0].readonly", ["unknown field", "read_only"]),
+    (base(ports=[{"published": 80}]), "ports[0].target", ["port number"]),
+    (base(ports=[{"target": 0}]), "ports[0].target", ["from 1 to 65535"]),
+    (base(ports=[{"target": 80, "published": 70000}]), "ports[0].published", ["from 0 to 65535"]),
+    (base(ports=[{"target": "80"}]), "ports[0].target", []),
+    (base(ports=[{"target": 80, "protocol": "icmp"}]), "ports[0].protocol", ["tcp, udp, sctp"]),
+    (base(ports=[{"target": 80, "mode": "vip"}]), "ports[0].mode", ["ingress, host"]),
+    (base(ports=[{"target": 80, "published": 8080}, {"target": 81, "published": 8080}]),
+     "ports[1].published", ["8080/tcp", "twice"]),
+    (base(ports=[{"target": 80, "publish": 8080}]), "ports[0].publish", ["unknown field", "published"]),
+    (base(update_config={"parallelism": -1}), "update_config.parallelism", []),
+    (base(update_config={"delay": -1}), "update_config.delay", ["negative"]),
+    (base(update_config={"monitor": "5s"}), "update_config.monitor", ["number of seconds"]),
+    (base(update_config={"failure_action": "stop"}), "update_config.failure_action",
+     ["pause, continue, rollback"]),
+    (base(update_config={"order": "first"}), "update_config.order", ["stop-first, start-first"]),
+    (base(update_config={"max_failure_ratio": 1.5}), "update_config.max_failure_ratio", ["between 0 and 1"]),
+    (base(update_config={"max_failure_ratio": "0.5"}), "update_config.max_failure_ratio", ["a number"]),
+    (base(update_config={"paralellism": 2}), "update_config.paralellism", ["unknown field", "parallelism"]),
+    (base(update_config=2), "update_config", ["an object"]),
+    (base(rollback_config={"failure_action": "rollback"}), "rollback_config.failure_action",
+     ["pause, continue"]),
+])
+def test_bad_container_field_is_named(data, field, fragments):
+    bad(data, field, *fragments)

@@ -17,7 +17,7 @@ def runnable(task: dict) -> bool:
 
 
 # Fields whose change does not make running tasks outdated.
-NOT_TASK_FIELDS = ("replicas", "update_parallelism")
+NOT_TASK_FIELDS = ("replicas", "update_config", "rollback_config")
 
 
 def spec_changed(service: dict, task: dict) -> bool:
@@ -72,7 +72,7 @@ class SlotPlan:
         """The updater: replace tasks that run an outdated spec, `update_parallelism` at a
         time (stop-first).  A replacement counts as in flight until it runs, so a new spec
         that never starts holds the rest of the update back instead of replacing them all."""
-        parallelism = self.service["spec"].get("update_parallelism", 1)
+        parallelism = (self.service["spec"].get("update_config") or {}).get("parallelism", 1)
         outdated, current = [], []
         for task in live_tasks:
             (outdated if "version" in task and spec_changed(self.service, task) else current).append(task)
