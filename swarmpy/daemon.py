@@ -12,6 +12,7 @@ import sys
 
 import docker.errors
 
+from raft.errors import StoreError
 from raft.store import ClusterStore, derive_raft_password
 from swarmpy import ca, log, tls
 from swarmpy.config import NodeConfig, erase_state
@@ -25,6 +26,7 @@ from swarmpy.manager.rolemanager import RoleManager
 from swarmpy.manager.scheduler.scheduler import Scheduler
 from swarmpy.manager.taskreaper import TaskReaper
 from swarmpy.models import now
+from swarmpy.spec import SpecError
 from worker.agent import Agent
 from worker.resources import discover, hostname
 
@@ -32,6 +34,7 @@ VERSION = "0.1.0"
 LEADERSHIP_POLL_S = 0.05
 MEMBERSHIP_POLL_S = 1.0
 START_TIMEOUT_S = 60.0
+LEAVE_RAFT_TIMEOUT_S = 10.0   # a leaving manager waits this long for its Raft member to go
 
 
 class Daemon:
@@ -126,10 +129,32 @@ class Daemon:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self.is_manager:
+            await self._leave_raft()
         for component in self._leader_components:
             await component.stop()
         self._leader_components = []
         return await self.agent.remove_all_containers()
+
+    async def _leave_raft(self) -> None:
+        """A manager leaving (only with --force) first demotes itself, so the leader's role
+        manager takes its Raft member out and the managers left keep their quorum. Docker
+        leaves the member behind (its docs warn that this can break quorum); when the
+        demotion is refused (the last manager) or cannot finish, leave the same way."""
+        node = self.store.get("nodes", self.config.node_id)
+        raft_addr = self.config.raft_addr
+        if node is None or len(self.store.members()) < 2:
+            return
+        try:
+            await self.control.update_node(node["id"], node["version"], {"role": "worker"})
+            deadline = asyncio.get_running_loop().time() + LEAVE_RAFT_TIMEOUT_S
+            while raft_addr in self.store.members():
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"still a Raft member after {LEAVE_RAFT_TIMEOUT_S:.0f}s")
+                await asyncio.sleep(0.05)
+            self.log.info("left_raft", raft_addr=raft_addr)
+        except (StoreError, SpecError, TimeoutError) as exc:
+            self.log.warning("left_without_raft_removal", raft_addr=raft_addr, error=str(exc))
 
     # -- cluster object and leadership ------------------------------------------------------
     async def _ensure_cluster(self) -> None:

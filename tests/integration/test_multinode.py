@@ -238,3 +238,29 @@ def test_all_managers_stopped_and_started_keep_the_cluster(make_cluster):
         assert "durable" in m.service_names()
     stays_true(lambda: {t["id"] for t in running_tasks(a.tasks("durable"))} == before, 3.0,
                message="the same tasks run: reconciled, not restarted")
+
+
+def test_a_leader_that_leaves_with_force_takes_its_raft_member_along(make_cluster):
+    """Docker leaves the member behind (its docs warn of lost quorum); swarmpy demotes the
+    leaving manager first, so the two left are a whole cluster of two."""
+    a = make_cluster(hostname="lv-a")
+    b = make_cluster.join(a, "manager", hostname="lv-b")
+    c = make_cluster.join(a, "manager", hostname="lv-c")
+    wait_for(lambda: len(b.get("/info")["raft"]["members"]) == 3, timeout=30)
+    assert a.get("/info")["is_leader"]
+
+    assert "Node left the swarm." in a.ok("leave", "--force", timeout=60)
+    gone = f"127.0.0.1:{a.port + 1}"
+    for m in (b, c):
+        wait_for(lambda: gone not in m.get("/info")["raft"]["members"]
+                 and len(m.get("/info")["raft"]["members"]) == 2, timeout=30,
+                 message=f"{m.hostname} has two Raft members")
+    leader = leader_of([b, c])
+    assert leader is not None
+    leader.create("after-leave", "--replicas", "0")     # a write: the two have quorum
+    wait_for(lambda: "Down" in next(l for l in leader.ok("node", "ls").splitlines() if "lv-a" in l),
+             timeout=30, message="lv-a shown Down")
+    row = next(l for l in leader.ok("node", "ls").splitlines() if "lv-a" in l)
+    assert "Leader" not in row and "Reachable" not in row and "Unreachable" not in row, row
+    assert "lv-a" in leader.ok("node", "inspect", "lv-a")     # still listed, as in docker
+    leader.ok("node", "rm", "lv-a")       # a worker now and down: no demote, no --force
