@@ -3,6 +3,10 @@ address and dockerd, as 3 managers and 2 workers (tests/netns.py).  Each test le
 cluster whole for the next one."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
 import time
 
 import pytest
@@ -93,3 +97,45 @@ def test_leader_killed_after_idle_is_replaced_quickly(host_cluster):
     wait_for(lambda: leader.get("/info")["raft"]["leader"] == survivor.get("/info")["raft"]["leader"],
              timeout=20, message="the old leader back as a follower")
     survivor.ok("service", "rm", "after-idle")
+
+
+def test_leader_killed_during_a_stream_of_updates_after_idle_loses_none(host_cluster):
+    """Each update adds its own env key, so a lost update shows as a missing key; a survivor's
+    event stream shows each applied update once, so one applied twice shows as an extra event."""
+    c = host_cluster
+    leader = c.leader()
+    followers = [n for n in c.managers if n is not leader]
+    svc_id = followers[0].create("stream", "--replicas", "0")
+    term0 = followers[0].get("/info")["raft"]["term"]
+    watcher = subprocess.Popen([sys.executable, "-m", "swarmpy", "-H", followers[0].host, "events",
+                                "--format", "json", "-f", "type=service"], stdout=subprocess.PIPE,
+                               text=True, env=followers[0].env)
+    updates = []
+    reader = threading.Thread(target=lambda: updates.extend(
+        ev for ev in map(json.loads, watcher.stdout) if ev["id"] == svc_id and ev["action"] == "update"),
+        daemon=True)
+    reader.start()
+    try:
+        time.sleep(10)              # idle first: the election after idle is the slow case
+        acknowledged = []
+        for i in range(20):
+            if i == 5:
+                leader.kill_daemon()
+            if followers[i % 2].cli("service", "update", "--env-add", f"K{i}=x", "stream").rc == 0:
+                acknowledged.append(i)
+        assert len(acknowledged) >= 15, acknowledged       # only writes during the election may fail
+        for m in followers:
+            keys = {e.split("=", 1)[0] for e in m.service("stream")["spec"]["env"]}
+            assert {f"K{i}" for i in acknowledged} <= keys, (acknowledged, keys)
+        wait_for(lambda: len(updates) >= len(keys), timeout=10, message="the update events")
+        stays_true(lambda: len(updates) == len(keys), 1.0, message="one event per applied update")
+        assert len({ev["index"] for ev in updates}) == len(updates)
+    finally:
+        watcher.kill()
+        watcher.wait()
+    c.restart(leader)
+    wait_for(lambda: leader.service("stream")["spec"]["env"] == followers[0].service("stream")["spec"]["env"],
+             timeout=20, message="the old leader caught up")
+    terms = {m.get("/info")["raft"]["term"] for m in c.managers}
+    assert len(terms) == 1 and terms.pop() > term0, terms
+    followers[0].ok("service", "rm", "stream")
