@@ -317,6 +317,8 @@ def run_case(engine: Engine, name: str, files: list[Path], positive: bool, meta:
                 "case": name, "stack": STACK,
                 "compose_files": [placeholders(str(f)) for f in files],
                 "docker": meta, "env": {k: v for k, v in ENV.items()},
+                # pre-created by this script before the deploy (overlay networks, secrets)
+                "external": EXTERNAL.get(name, {}),
                 "deploy_warnings": placeholders_in(warnings_of(dep.stdout + dep.stderr)),
                 **placeholders_in(made),
             }
