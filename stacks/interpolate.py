@@ -186,7 +186,10 @@ def _interpolate_string(value: str, path: Path, dotted: tuple, walk: _Walk) -> o
                                 "you may need to escape any $ with another $",
                           with_path=False) from None
     changed = new != value
-    cast = _caster(dotted) if changed or walk.cast_all else None
+    # literal port strings in compose-spec files may be ranges ("8000-8001"):
+    # normalisation reads those, so cast_all leaves them alone
+    literal_ok = walk.cast_all and dotted[-1] not in ("published", "target")
+    cast = _caster(dotted) if changed or literal_ok else None
     if cast is None:
         return new
     try:

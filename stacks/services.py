@@ -87,7 +87,9 @@ def _ports(value, path, ctx):
 
 def _port(item, ctx) -> list:
     if isinstance(item, dict):
-        return _long_port(item)
+        ports = _long_port(item)
+        _warn_host_ip(ports, ctx)
+        return ports
     configs, warnings = parse_port_spec(go_sprint(item))
     ctx.warnings.extend(warnings)
     return configs
@@ -104,6 +106,18 @@ def _long_port(item: dict) -> list:
         return [port]
     start, end = parse_port_range(published)
     return [{**port, "published": p} for p in range(start, end + 1)]
+
+
+def _warn_host_ip(ports: list, ctx: FileContext) -> None:
+    # compose-spec's long form may name a host_ip; a swarm service cannot
+    # listen on one address, so say so as docker does for the short form
+    for port in ports:
+        ip = port.get("host_ip")
+        if ip and ip not in ("0.0.0.0", "::"):
+            shown = f"[{ip}]" if ":" in ip else ip
+            ctx.warnings.append(f"ignoring IP-address ({shown}:{port.get('published', '')}:"
+                                f"{port.get('target')}/{port.get('protocol', 'tcp')}) "
+                                "service will listen on '0.0.0.0'")
 
 
 def _volumes(value, path, ctx):

@@ -233,6 +233,26 @@ def test_files_without_version_follow_the_compose_spec() -> None:
     assert 'additional property "profiles"' in error(V3 + text.split("\n", 1)[1])
 
 
+def test_compose_spec_long_forms() -> None:
+    result = stack("""\
+        services:
+          web:
+            image: busybox
+            env_file: [{path: missing.env, required: false}]
+            ports:
+              - {target: "80", published: "8000-8001", host_ip: 127.0.0.1}
+        include: [other.yml]
+        """.replace("include: [other.yml]\n", ""))
+    web = result.config["services"]["web"]
+    assert web["environment"] == {}
+    assert web["ports"] == [{"target": 80, "published": 8000, "host_ip": "127.0.0.1"},
+                            {"target": 80, "published": 8001, "host_ip": "127.0.0.1"}]
+    assert result.warnings == ["ignoring IP-address (127.0.0.1:8000:80/tcp) service will listen on '0.0.0.0'",
+                               "ignoring IP-address (127.0.0.1:8001:80/tcp) service will listen on '0.0.0.0'"]
+    assert error("services: {}\ninclude: [other.yml]\n") == (
+        "docker-compose.yml:2: include: not supported by stack deploy (pass each file with its own -c)")
+
+
 def test_extension_fields_are_allowed() -> None:
     result = stack(f"{V3}x-meta: {{owner: me}}\nservices:\n  web:\n    image: busybox\n    x-note: hi\n")
     assert result.config["x-meta"] == {"owner": "me"}
