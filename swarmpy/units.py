@@ -57,6 +57,39 @@ def parse_duration(text: str | int | float) -> float:
     return total
 
 
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+             "h": 3600.0}
+_GO_NUMBER = re.compile(r"[0-9]*(\.[0-9]*)?")
+_GO_UNIT = re.compile(r"[^0-9.]*")
+
+
+def parse_go_duration(text: str) -> float:
+    """Go's time.ParseDuration, as docker's duration flags take them ('1m30s', '500ms',
+    '-2s'; a bare number only as '0'), in seconds, with Go's error texts."""
+    quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    rest, sign = text, 1.0
+    if rest[:1] in ("+", "-"):
+        sign, rest = (-1.0 if rest[0] == "-" else 1.0), rest[1:]
+    if rest == "0":
+        return 0.0
+    if not rest:
+        raise ValueError(f"time: invalid duration {quoted}")
+    total = 0.0
+    while rest:
+        number = _GO_NUMBER.match(rest).group(0)
+        if number.strip(".") == "":
+            raise ValueError(f"time: invalid duration {quoted}")
+        rest = rest[len(number):]
+        unit = _GO_UNIT.match(rest).group(0)
+        if not unit:
+            raise ValueError(f"time: missing unit in duration {quoted}")
+        if unit not in _GO_UNITS:
+            raise ValueError(f'time: unknown unit "{unit}" in duration {quoted}')
+        total += float(number) * _GO_UNITS[unit]
+        rest = rest[len(unit):]
+    return sign * total
+
+
 def _valid_seconds(value: float, text) -> float:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"invalid duration: '{text}'; use a non-negative duration such as 5s or 1m30s")

@@ -4,17 +4,24 @@ desires, and reports each step.  A container found on start-up is adopted."""
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import re
+from typing import TYPE_CHECKING, Callable
 
 from docker.errors import DockerException
 
+from swarmpy import defaults
 from swarmpy.models import TaskState as S
+from worker import dockerargs
 from worker.engine import (ImageUnavailable, LABEL_NODE, LABEL_SERVICE_ID, LABEL_SERVICE_NAME,
                            LABEL_SLOT, LABEL_TASK)
 from worker.resources import GPU_KIND
 
 if TYPE_CHECKING:
     from worker.agent import Agent
+
+UNHEALTHY = "container unhealthy"
+# `docker ps` status of a container with a healthcheck: "Up 3 seconds (health: starting)"
+_LISTED_HEALTH = re.compile(r"\((?:health: )?(starting|healthy|unhealthy)\)")
 
 
 def container_name(task: dict) -> str:
@@ -40,6 +47,8 @@ class TaskController:
         self.stopping = False
         self._changed = asyncio.Event()
         self._changed.set()
+        self._health: asyncio.Task | None = None     # follows a started container's healthcheck
+        self._unwatch: Callable[[], None] | None = None
         if container is not None:
             self._adopt(container)
         self._runner = asyncio.create_task(self._run(), name=f"task-{task['id'][:12]}")
@@ -53,7 +62,11 @@ class TaskController:
         if self.state > S.RUNNING:
             return
         if container.get("State") == "running":
-            self._report(S.RUNNING, "started")
+            listed = _LISTED_HEALTH.search(container.get("Status", ""))
+            waiting = listed is not None and listed.group(1) == "starting" and self.state < S.RUNNING
+            self._report(S.STARTING if waiting else S.RUNNING, "starting" if waiting else "started")
+            if listed is not None:
+                self._watch_health(first=listed.group(1))
         elif container.get("State") in ("exited", "dead"):
             self.state = S.RUNNING          # it ran while we were away; _check_exit reports how it ended
             self.agent.spawn(self._check_exit())
@@ -66,7 +79,9 @@ class TaskController:
         self._changed.set()
 
     def exited(self, exit_code: int | None) -> None:
-        if self.state != S.RUNNING or self.stopping:
+        # A started container still waiting to be healthy is STARTING: its exit counts too.
+        started = self.state == S.RUNNING or (self.state == S.STARTING and self._health is not None)
+        if not started or self.stopping:
             return
         if exit_code == 0:
             self._report(S.COMPLETE, "finished", exit_code=0)
@@ -75,6 +90,7 @@ class TaskController:
             self._report(S.FAILED, err, err=err, exit_code=exit_code)
 
     async def remove(self) -> None:
+        self._stop_health()
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
         if self.container_id:
@@ -94,6 +110,7 @@ class TaskController:
             except ImageUnavailable as exc:
                 self._report(S.REJECTED, "preparing failed", err=str(exc))
             except DockerException as exc:
+                self._stop_health()
                 failed = S.REJECTED if self.state < S.READY else S.FAILED
                 self._report(failed, f"{self.state.label} failed", err=str(exc))
 
@@ -112,13 +129,73 @@ class TaskController:
                 self._report(S.READY, "prepared")
             if self.state < S.STARTING:
                 self._report(S.STARTING, "starting")
+                health = await self._has_healthcheck()
+                if health:
+                    self._watch_health()        # before the start, so no health event is missed
                 await engine.call(engine.start, self.container_id)
-                self._report(S.RUNNING, "started")
+                if not health and self.state == S.STARTING:
+                    self._report(S.RUNNING, "started")
         elif desired > S.RUNNING and self.state <= S.RUNNING:
             self.stopping = True
+            self._stop_health()
             if self.container_id and self.state >= S.STARTING:
                 await engine.call(engine.stop, self.container_id, self.task["spec"]["stop_grace_period"])
             self._report(S.SHUTDOWN, "shutdown")
+
+    # -- health (SwarmKit's docker controller) -------------------------------------------
+    async def _has_healthcheck(self) -> bool:
+        spec, engine = self.task["spec"], self.agent.engine
+        test = (spec.get("healthcheck") or {}).get("test") or []
+        image_has_one = False if test else await engine.call(engine.image_has_healthcheck, spec["image"])
+        return dockerargs.has_healthcheck(spec.get("healthcheck"), image_has_one)
+
+    def _watch_health(self, first: str | None = None) -> None:
+        loop, engine = asyncio.get_running_loop(), self.agent.engine
+        events: asyncio.Queue[str] = asyncio.Queue()
+        if first is not None:
+            events.put_nowait(first)
+        self._unwatch = engine.watch_health(
+            self.container_id, lambda status: loop.call_soon_threadsafe(events.put_nowait, status))
+        self._health = asyncio.create_task(self._follow_health(events), name=f"health-{self.id[:12]}")
+
+    def _stop_health(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+        if self._health is not None and self._health is not asyncio.current_task():
+            self._health.cancel()
+
+    async def _follow_health(self, events: asyncio.Queue) -> None:
+        """STARTING until the container first reports healthy, then RUNNING; the first
+        unhealthy report fails the task, at once or later, as SwarmKit's controller does."""
+        engine = self.agent.engine
+        while not self.stopping and self.state <= S.RUNNING:
+            try:
+                status = await asyncio.wait_for(events.get(), defaults.HEALTH_RESYNC_S)
+            except asyncio.TimeoutError:       # an event stream that reconnected may have missed one
+                try:
+                    status = await engine.call(engine.health, self.container_id)
+                except DockerException:        # the engine is away: ask again later
+                    continue
+            if self.stopping or self.state > S.RUNNING:
+                break
+            if status == "healthy" and self.state == S.STARTING:
+                self._report(S.RUNNING, "started")
+            elif status == "unhealthy":
+                await self._fail_unhealthy()
+            elif status == "exited":
+                await self._check_exit()
+        self._stop_health()
+
+    async def _fail_unhealthy(self) -> None:
+        # Stopped before the report, as SwarmKit does: its replacement then does not race it
+        # for a published port.  Its die event is ours, not an exit of its own.
+        self.stopping = True
+        engine = self.agent.engine
+        try:
+            await engine.call(engine.stop, self.container_id, self.task["spec"]["stop_grace_period"])
+        except DockerException:
+            pass                               # failed all the same; the container goes with the task
+        self._report(S.FAILED, UNHEALTHY, err=UNHEALTHY)
 
     async def _check_exit(self) -> None:
         running, code, _ = await self.agent.engine.call(self.agent.engine.exit_code, self.container_id)
@@ -136,4 +213,4 @@ class TaskController:
         return {"name": container_name(task), "image": spec["image"], "command": spec.get("command", []),
                 "env": list(spec.get("env", [])) + resource_env(assigned), "labels": labels,
                 "limits": spec.get("limits", {}), "reservations": spec.get("reservations", {}),
-                "gpu_ids": gpu_ids}
+                "gpu_ids": gpu_ids, "spec": spec}

@@ -14,6 +14,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from swarmpy import defaults, log
+from worker import dockerargs
 
 LABEL_NODE = "com.swarmpy.node.id"
 LABEL_SERVICE_ID = "com.swarmpy.service.id"
@@ -37,6 +38,8 @@ class Engine:
         self.log = log.get("engine")
         self._stop = threading.Event()
         self._images_present: dict[str, float] = {}
+        self._image_health: dict[str, bool] = {}      # image -> it has a HEALTHCHECK of its own
+        self._health_watchers: dict[str, Callable[[str], None]] = {}   # container id -> callback
 
     async def call(self, fn: Callable, *args, **kwargs):
         loop = asyncio.get_running_loop()
@@ -64,8 +67,7 @@ class Engine:
             return
         present = True
         try:
-            self.api.inspect_image(image)
-            self._images_present[image] = time.monotonic()
+            self._note_image(self.api.inspect_image(image), image)
         except ImageNotFound:
             present = False
             self._images_present.pop(image, None)
@@ -79,19 +81,40 @@ class Engine:
         repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
         try:
             self.api.pull(repo, tag=tag)
+            self._image_health.pop(image, None)     # the new image may differ
         except DockerException as exc:
             raise ImageUnavailable(f"pulling {image} failed: {exc}") from exc
 
+    def _note_image(self, info: dict, image: str) -> None:
+        self._images_present[image] = time.monotonic()
+        test = ((info.get("Config") or {}).get("Healthcheck") or {}).get("Test") or []
+        self._image_health[image] = bool(test) and test[0] != "NONE"
+
+    def image_has_healthcheck(self, image: str) -> bool:
+        if image not in self._image_health:
+            self._note_image(self.api.inspect_image(image), image)
+        return self._image_health[image]
+
     def create(self, name: str, image: str, command: list[str], env: list[str], labels: dict,
-               limits: dict, reservations: dict, gpu_ids: list[str]) -> str:
+               limits: dict, reservations: dict, gpu_ids: list[str], spec: dict | None = None) -> str:
+        """Create a task's container; `spec` (the service spec's dict form) gives docker's
+        ContainerSpec fields: entrypoint, user, mounts, ports, healthcheck and the rest."""
+        spec = spec or {}
         device_requests = ([docker.types.DeviceRequest(driver="nvidia", device_ids=gpu_ids,
                                                        capabilities=[["gpu"]])] if gpu_ids else None)
         host_config = self.api.create_host_config(
             nano_cpus=limits.get("nano_cpus") or None, mem_limit=limits.get("memory_bytes") or None,
-            mem_reservation=reservations.get("memory_bytes") or None, device_requests=device_requests)
-        container = self.api.create_container(image, command=command or None, name=name, labels=labels,
-                                              environment=env, host_config=host_config)
-        return container["Id"]
+            mem_reservation=reservations.get("memory_bytes") or None, device_requests=device_requests,
+            **dockerargs.host_config(spec))
+        config = dict(command=command or None, labels=labels, environment=env, host_config=host_config,
+                      detach=True, **dockerargs.container_config(spec))
+        start_interval = dockerargs.nanos((spec.get("healthcheck") or {}).get("start_interval"))
+        if not start_interval:
+            return self.api.create_container(image, name=name, **config)["Id"]
+        # The SDK's Healthcheck type has no StartInterval (API 1.44): set it in the config.
+        body = self.api.create_container_config(image, **config)
+        body["Healthcheck"]["StartInterval"] = start_interval
+        return self.api.create_container_from_config(body, name)["Id"]
 
     def start(self, container_id: str) -> None:
         self.api.start(container_id)
@@ -111,6 +134,22 @@ class Engine:
             if "already in progress" not in str(exc):
                 raise
 
+    def health(self, container_id: str) -> str:
+        """The container's health ("starting", "healthy", "unhealthy"), or "exited"."""
+        try:
+            state = self.api.inspect_container(container_id)["State"]
+        except NotFound:
+            return "exited"
+        if not state.get("Running"):
+            return "exited"
+        return (state.get("Health") or {}).get("Status", "")
+
+    def watch_health(self, container_id: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call `callback(status)` from the events thread at each health change of the
+        container; returns the function that stops it."""
+        self._health_watchers[container_id] = callback
+        return lambda: self._health_watchers.pop(container_id, None)
+
     def exit_code(self, container_id: str) -> tuple[bool, int | None, str]:
         """(running, exit code, engine error) of a container; a vanished one counts as exited."""
         try:
@@ -121,15 +160,16 @@ class Engine:
 
     # -- streams ---------------------------------------------------------------------
     def follow_exits(self, node_id: str, on_exit: Callable[[str, int | None], None]) -> threading.Thread:
-        """Call `on_exit(container_id, exit_code)` from a thread for every die event."""
+        """Call `on_exit(container_id, exit_code)` from a thread for every die event, and
+        the `watch_health` callbacks for health changes (one stream for both)."""
         def loop() -> None:
             while not self._stop.is_set():
                 try:
                     events = self.api.events(decode=True, filters={
-                        "type": "container", "event": ["die"], "label": [f"{LABEL_NODE}={node_id}"]})
+                        "type": "container", "event": ["die", "health_status"],
+                        "label": [f"{LABEL_NODE}={node_id}"]})
                     for ev in events:
-                        code = ev.get("Actor", {}).get("Attributes", {}).get("exitCode")
-                        on_exit(ev.get("id", ""), int(code) if code is not None else None)
+                        self._dispatch(ev, on_exit)
                         if self._stop.is_set():
                             break
                 except Exception as exc:   # engine restarted or connection lost: follow again
@@ -140,6 +180,17 @@ class Engine:
         thread = threading.Thread(target=loop, name="docker-events", daemon=True)
         thread.start()
         return thread
+
+    def _dispatch(self, ev: dict, on_exit: Callable[[str, int | None], None]) -> None:
+        action, container_id = ev.get("Action", ""), ev.get("id", "")
+        if action.startswith("health_status"):
+            # "health_status: healthy"; exec-based probes may add the command after a second colon
+            watcher = self._health_watchers.get(container_id)
+            if watcher is not None:
+                watcher(action.split(":")[1].strip())
+            return
+        code = ev.get("Actor", {}).get("Attributes", {}).get("exitCode")
+        on_exit(container_id, int(code) if code is not None else None)
 
     def logs(self, container_id: str, follow: bool, tail: str):
         return self.api.logs(container_id, stream=True, follow=follow,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 
+from swarmpy.cli import containerspec
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import ago, dump_json, short, state_label, table
 from swarmpy.cli.parser import filters, invalid
@@ -61,11 +62,15 @@ def spec_from_args(args) -> dict:
     if args.restart_window is not None:
         policy["window"] = _convert("--restart-window", args.restart_window, parse_duration)
     spec["restart_policy"] = policy
-    if args.update_parallelism is not None:
-        spec["update_config"] = {"parallelism": _convert("--update-parallelism", args.update_parallelism, _uint)}
+    spec.update(containerspec.create_fields(args))
     if args.stop_grace_period is not None:
         spec["stop_grace_period"] = _convert("--stop-grace-period", args.stop_grace_period, parse_duration)
     return spec
+
+
+def add_container_flags(p, update: bool = False) -> None:
+    """docker's container-spec, healthcheck, mount, publish, update and rollback flags."""
+    containerspec.add_flags(p, update)
 
 
 def _kv(text: str) -> tuple[str, str]:
@@ -168,10 +173,9 @@ def update(args) -> int:
             spec["image"] = args.image
         if args.replicas is not None:
             spec["replicas"] = _convert("--replicas", args.replicas, _uint)
-        if args.update_parallelism is not None:
-            spec.pop("update_parallelism", None)          # stored before update_config existed
-            spec["update_config"] = dict(spec.get("update_config") or {}, parallelism=_convert(
-                "--update-parallelism", args.update_parallelism, _uint))
+        if "update_parallelism" in spec:              # stored before update_config existed
+            spec.setdefault("update_config", {}).setdefault("parallelism", spec.pop("update_parallelism"))
+        containerspec.apply_update(args, spec)
         env = [e for e in spec.get("env", []) if e.split("=", 1)[0] not in set(args.env_rm)]
         spec["env"] = env + args.env_add
         if args.force:
