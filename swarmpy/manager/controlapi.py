@@ -8,6 +8,7 @@ from __future__ import annotations
 from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy import ca
+from swarmpy.manager.orchestrator import updater
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
 from swarmpy.models import TaskState, new_service, now, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
@@ -35,6 +36,25 @@ def resolve(objects: list[dict], ref: str, kind: str, by_name) -> dict:
     if len(matches) > 1:
         raise AmbiguousError(f"{kind} {ref} is ambiguous ({len(matches)} matches found)")
     raise NotFoundError(f"{kind} {ref} not found")
+
+
+def respecified(service: dict, spec: dict) -> dict:
+    """The service with a new spec: the old one kept for rollback, and a rolling update
+    started (in the same write) when the change reaches the tasks."""
+    updated = dict(service, spec=spec, previous_spec=service["spec"], updated_at=now())
+    status = updater.status_for_new_spec(service["spec"], spec)
+    if status is not None:
+        updated["update_status"] = status
+    return updated
+
+
+def removal_ops(store: ClusterStore, service: dict) -> list[dict]:
+    """Delete a service (at the version read) and mark its tasks for removal."""
+    ops = [{"op": "delete", "kind": "services", "id": service["id"], "expect": service["version"]}]
+    ops += [{"op": "patch", "kind": "tasks", "id": t["id"], "skip_missing": True,
+             "set": {"desired_state": int(TaskState.REMOVE)}}
+            for t in store.tables.service_tasks(service["id"])]
+    return ops
 
 
 class ControlAPI:
@@ -68,17 +88,24 @@ class ControlAPI:
         if spec.mode != current["spec"]["mode"]:
             raise ConflictError(f"service mode change is not allowed (service {spec.name} is "
                                 f"{current['spec']['mode']})")
-        updated = dict(current, spec=to_dict(spec), previous_spec=current["spec"], updated_at=now())
-        await self.store.commit([{"op": "update", "kind": "services", "obj": updated, "expect": version}])
+        await self.store.commit([{"op": "update", "kind": "services", "obj": respecified(current, to_dict(spec)),
+                                  "expect": version}])
+        return self.store.get("services", current["id"])
+
+    async def rollback_service(self, ref: str) -> dict:
+        """`service rollback`: back to the previous spec, under the service's rollback_config."""
+        current = self.service(ref)
+        if not current.get("previous_spec"):
+            raise ConflictError(f"service {current['spec']['name']} does not have a previous spec")
+        rolled = dict(current, spec=current["previous_spec"], previous_spec=current["spec"], updated_at=now(),
+                      update_status=updater.started(updater.ROLLBACK_STARTED, "manually requested rollback"))
+        await self.store.commit([{"op": "update", "kind": "services", "obj": rolled,
+                                  "expect": current["version"]}])
         return self.store.get("services", current["id"])
 
     async def remove_service(self, ref: str) -> str:
         service = self.service(ref)
-        ops = [{"op": "delete", "kind": "services", "id": service["id"], "expect": service["version"]}]
-        ops += [{"op": "patch", "kind": "tasks", "id": t["id"], "skip_missing": True,
-                 "set": {"desired_state": int(TaskState.REMOVE)}}
-                for t in self.store.tables.service_tasks(service["id"])]
-        await self.store.commit(ops)
+        await self.store.commit(removal_ops(self.store, service))
         return service["id"]
 
     def list_services(self) -> list[dict]:

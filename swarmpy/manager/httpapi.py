@@ -14,6 +14,7 @@ from aiohttp import web
 
 from raft.errors import StoreError
 from swarmpy import ca, defaults, log
+from swarmpy.manager import stacks
 from swarmpy.models import task_name
 from swarmpy.spec import SpecError
 
@@ -131,9 +132,12 @@ class HttpApi:
         r.add_post(f"{V}/services", self.create_service)
         r.add_get(f"{V}/services/{{ref}}", self.service)
         r.add_post(f"{V}/services/{{ref}}/update", self.update_service)
+        r.add_post(f"{V}/services/{{ref}}/rollback", self.rollback_service)
         r.add_delete(f"{V}/services/{{ref}}", self.remove_service)
         r.add_get(f"{V}/services/{{ref}}/logs", self.service_logs)
         r.add_get(f"{V}/tasks", self.tasks)
+        r.add_post(f"{V}/stacks", self.deploy_stack)
+        r.add_delete(f"{V}/stacks/{{name}}", self.remove_stack)
         r.add_post(f"{V}/leave", self.leave)
         r.add_get(f"{V}/events", self.events)
         self._runner: web.AppRunner | None = None
@@ -194,8 +198,23 @@ class HttpApi:
                                                     await _json_body(request))
         return web.json_response(service)
 
+    async def rollback_service(self, request):
+        return web.json_response(await self.control.rollback_service(request.match_info["ref"]))
+
     async def remove_service(self, request):
         return web.json_response({"id": await self.control.remove_service(request.match_info["ref"])})
+
+    async def deploy_stack(self, request):
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise SpecError("stack", "the body must be a JSON object with name, services and prune")
+        result = await stacks.deploy(self.daemon.store, body.get("name"), body.get("services"),
+                                     prune=bool(body.get("prune")))
+        return web.json_response(result)
+
+    async def remove_stack(self, request):
+        removed = await stacks.remove(self.daemon.store, request.match_info["name"])
+        return web.json_response({"removed": removed})
 
     async def tasks(self, request):
         q = request.query

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from raft.tables import Tables
+from swarmpy.manager.controlapi import respecified
 from swarmpy.manager.orchestrator import global_, replicated, restart
 from swarmpy.manager.orchestrator.slots import SlotPlan, desired, runnable, spec_changed
 from swarmpy.models import (RestartPolicy, ServiceSpec, TaskState, UpdateConfig, new_service, new_task,
@@ -612,3 +613,123 @@ def test_global_spec_change_replaces_on_same_node():
     new = glive(t, svc["id"])["a"]
     assert new["id"] != old["id"] and new["spec"]["env"] == ["X=1"]
     assert t.get("tasks", old["id"])["desired_state"] == SHUTDOWN
+
+
+# -- the updater: update_config, update_status, failure_action, rollback -------------------------
+
+def start_update(tables: Tables, svc: dict, **spec_changes) -> dict:
+    """A spec change as the control API writes it: with the update_status it starts."""
+    new = respecified(svc, dict(svc["spec"], **spec_changes))
+    commit(tables, [{"op": "update", "kind": "services", "obj": new, "expect": svc["version"]}])
+    return tables.get("services", svc["id"])
+
+
+def running_service(tables: Tables, replicas: int, **update_config) -> dict:
+    svc = make_service(tables, replicas=replicas, update_config=UpdateConfig(**update_config))
+    reconcile(tables, svc["id"])
+    run_all(tables, svc["id"])
+    return tables.get("services", svc["id"])
+
+
+def runnable_by_slot(tables: Tables, svc_id: str) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    for task in sorted(tables.service_tasks(svc_id), key=lambda x: x["created_at"]):
+        if runnable(task):
+            out.setdefault(task["slot"], []).append(task["spec"]["image"])
+    return out
+
+
+def status_of(tables: Tables, svc_id: str) -> dict:
+    return tables.get("services", svc_id).get("update_status") or {}
+
+
+def test_a_spec_change_starts_an_update_and_a_scale_does_not():
+    t = Tables()
+    svc = running_service(t, 2)
+    assert respecified(svc, dict(svc["spec"], replicas=5)).get("update_status") is None
+    svc = start_update(t, svc, image="busybox:2")
+    assert status_of(t, svc["id"])["state"] == "updating"
+    assert status_of(t, svc["id"])["message"] == "update in progress"
+
+
+def test_start_first_keeps_the_old_task_until_its_replacement_runs():
+    t = Tables()
+    svc = start_update(t, running_service(t, 2, order="start-first", monitor=0), image="busybox:2")
+    reconcile(t, svc["id"])
+    assert runnable_by_slot(t, svc["id"]) == {1: ["busybox", "busybox:2"], 2: ["busybox"]}
+    reconcile(t, svc["id"])                               # the new one is not running: wait
+    assert runnable_by_slot(t, svc["id"]) == {1: ["busybox", "busybox:2"], 2: ["busybox"]}
+    new = next(x for x in t.service_tasks(svc["id"]) if x["spec"]["image"] == "busybox:2")
+    set_status(t, new["id"], TaskState.RUNNING, "n1")
+    reconcile(t, svc["id"])                               # old of slot 1 goes, slot 2 starts
+    assert runnable_by_slot(t, svc["id"]) == {1: ["busybox:2"], 2: ["busybox", "busybox:2"]}
+
+
+def test_delay_waits_between_batches_and_monitor_before_completion():
+    t = Tables()
+    svc = start_update(t, running_service(t, 2, delay=10, monitor=5), image="busybox:2")
+    # the clock: the update began 30 s ago; tasks are backdated below to let time pass
+    commit(t, [{"op": "patch", "kind": "services", "id": svc["id"],
+                "set": {"update_status.started_at": time.time() - 30}}])
+    reconcile(t, svc["id"])
+    run_all(t, svc["id"])
+    plan = reconcile(t, svc["id"])
+    assert ops_of(plan, "create") == [] and len(plan.timers) == 1       # slot 2 waits out the delay
+    assert time.time() + 9 < plan.timers[0] <= time.time() + 10
+    done = next(x for x in live(t, svc["id"]).values() if x["spec"]["image"] == "busybox:2")
+    commit(t, [{"op": "patch", "kind": "tasks", "id": done["id"], "set": {"status.timestamp": time.time() - 11}}])
+    reconcile(t, svc["id"])
+    assert runnable_by_slot(t, svc["id"]) == {1: ["busybox:2"], 2: ["busybox:2"]}
+    run_all(t, svc["id"])
+    plan = reconcile(t, svc["id"])                                      # monitor: not completed yet
+    assert status_of(t, svc["id"])["state"] == "updating" and plan.timers
+    for x in live(t, svc["id"]).values():
+        commit(t, [{"op": "patch", "kind": "tasks", "id": x["id"], "set": {"status.timestamp": time.time() - 6}}])
+    reconcile(t, svc["id"])
+    assert status_of(t, svc["id"])["state"] == "completed"
+    assert status_of(t, svc["id"])["message"] == "update completed"
+
+
+def test_a_failing_new_task_pauses_the_update_by_default():
+    t = Tables()
+    svc = start_update(t, running_service(t, 3, monitor=0), image="busybox:bad")
+    reconcile(t, svc["id"])
+    bad = live(t, svc["id"])[1]
+    set_status(t, bad["id"], TaskState.FAILED, "n1")
+    reconcile(t, svc["id"])
+    status = status_of(t, svc["id"])
+    assert status["state"] == "paused"
+    assert status["message"] == f"update paused due to failure or early termination of task {bad['id']}"
+    for _ in range(2):
+        reconcile(t, svc["id"])                # paused: slots 2 and 3 keep the old spec
+    assert [runnable_by_slot(t, svc["id"])[s] for s in (2, 3)] == [["busybox"], ["busybox"]]
+
+
+def test_failure_action_rollback_restores_the_previous_spec_under_rollback_config():
+    t = Tables()
+    svc = running_service(t, 2, failure_action="rollback", monitor=0)
+    # the restored spec's rollback_config applies (as in SwarmKit); not a task field: no update
+    svc = start_update(t, svc, rollback_config=to_dict(UpdateConfig(parallelism=0, monitor=0)))
+    assert status_of(t, svc["id"]) == {}
+    svc = start_update(t, svc, image="busybox:bad")
+    reconcile(t, svc["id"])
+    set_status(t, live(t, svc["id"])[1]["id"], TaskState.FAILED, "n1")
+    reconcile(t, svc["id"])
+    svc = t.get("services", svc["id"])
+    assert svc["spec"]["image"] == "busybox" and svc["previous_spec"]["image"] == "busybox:bad"
+    assert svc["update_status"]["state"] == "rollback_started"
+    reconcile(t, svc["id"])                # parallelism 0: every bad task replaced at once
+    assert runnable_by_slot(t, svc["id"]) == {1: ["busybox"], 2: ["busybox"]}
+    run_all(t, svc["id"])
+    reconcile(t, svc["id"])
+    assert status_of(t, svc["id"])["state"] == "rollback_completed"
+
+
+def test_failure_action_continue_and_a_tolerated_failure_ratio_go_on():
+    for config in ({"failure_action": "continue"}, {"max_failure_ratio": 0.5}):
+        t = Tables()
+        svc = start_update(t, running_service(t, 2, monitor=0, **config), image="busybox:2")
+        reconcile(t, svc["id"])
+        set_status(t, live(t, svc["id"])[1]["id"], TaskState.FAILED, "n1")
+        reconcile(t, svc["id"])
+        assert status_of(t, svc["id"])["state"] == "updating", config

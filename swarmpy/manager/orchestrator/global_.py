@@ -36,7 +36,7 @@ def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: s
         else:
             live.add(node_id)
             running.append(task)
-    plan.update(running)
+    plan.update(running, tasks)
     for node_id in sorted(new_ok - live - declined):
         plan.new(None, node_id)
     return plan

@@ -20,7 +20,7 @@ def reconcile(service: dict, tasks: list[dict], down_nodes: set[str]) -> SlotPla
         elif task.get("restart_declined") == service["version"]:
             declined.add(slot)
     declined -= live.keys()
-    plan.update([task for slot_tasks in live.values() for task in slot_tasks])
+    plan.update([task for slot_tasks in live.values() for task in slot_tasks], tasks)
     _scale(plan, service["spec"]["replicas"], live, declined)
     return plan
 

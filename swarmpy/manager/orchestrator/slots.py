@@ -1,7 +1,7 @@
 """What replicated and global orchestration share: per-slot bookkeeping of a service's tasks."""
 from __future__ import annotations
 
-from swarmpy.manager.orchestrator import restart
+from swarmpy.manager.orchestrator import restart, updater
 from swarmpy.models import TaskState, new_task, now
 
 SHUTDOWN, REMOVE, RUNNING = int(TaskState.SHUTDOWN), int(TaskState.REMOVE), int(TaskState.RUNNING)
@@ -16,14 +16,9 @@ def runnable(task: dict) -> bool:
     return task["desired_state"] <= RUNNING
 
 
-# Fields whose change does not make running tasks outdated.
-NOT_TASK_FIELDS = ("replicas", "update_config", "rollback_config")
-
-
 def spec_changed(service: dict, task: dict) -> bool:
     """The task runs an older spec than the service's (replica count aside)."""
-    old, new = task["spec"], service["spec"]
-    return any(old.get(k) != new.get(k) for k in new if k not in NOT_TASK_FIELDS)
+    return updater.specs_differ(task["spec"], service["spec"])
 
 
 class SlotPlan:
@@ -68,26 +63,12 @@ class SlotPlan:
             else:
                 self.timers.append(start_at)
 
-    def update(self, live_tasks: list[dict]) -> None:
-        """The updater: replace tasks that run an outdated spec, `update_parallelism` at a
-        time (stop-first).  A replacement counts as in flight until it runs, so a new spec
-        that never starts holds the rest of the update back instead of replacing them all."""
-        parallelism = (self.service["spec"].get("update_config") or {}).get("parallelism", 1)
-        outdated, current = [], []
-        for task in live_tasks:
-            (outdated if "version" in task and spec_changed(self.service, task) else current).append(task)
-        in_flight = sum(1 for t in current if t.get("status", {}).get("state", 0) < RUNNING)
-        budget = len(outdated) if parallelism == 0 else max(0, parallelism - in_flight)
-        outdated.sort(key=lambda t: (t.get("slot") or 0, t.get("node_id") or ""))
-        for task in outdated[:budget]:
-            self.replace_outdated(task)
-        for task in current + outdated[budget:]:
-            if "version" in task:
-                self.release(task)
+    def update(self, live_tasks: list[dict], all_tasks: list[dict]) -> None:
+        """Move live tasks to the current spec, as the service's update_config says."""
+        updater.Update(self, all_tasks).run(live_tasks)
 
-    def replace_outdated(self, task: dict) -> None:
+    def stop(self, task: dict) -> None:
         self.ops.append(desired(task["id"], SHUTDOWN))
-        self.new(task.get("slot"), task.get("node_id") if task.get("slot") is None else None)
 
     def is_dead(self, task: dict) -> bool:
         return restart.is_dead(task, task.get("node_id") in self.down_nodes)
