@@ -38,11 +38,13 @@ def resolve(objects: list[dict], ref: str, kind: str, by_name) -> dict:
     raise NotFoundError(f"{kind} {ref} not found")
 
 
-def respecified(service: dict, spec: dict) -> dict:
+def respecified(store: ClusterStore, service: dict, spec: dict) -> dict:
     """The service with a new spec: the old one kept for rollback, and a rolling update
-    started (in the same write) when the change reaches the tasks."""
+    started (in the same write) when the change reaches running tasks; with none, as in
+    SwarmKit, there is nothing to update and no update_status to write."""
     updated = dict(service, spec=spec, previous_spec=service["spec"], updated_at=now())
-    status = updater.status_for_new_spec(service["spec"], spec)
+    live = any(t["desired_state"] <= TaskState.RUNNING for t in store.tables.service_tasks(service["id"]))
+    status = updater.status_for_new_spec(service["spec"], spec) if live else None
     if status is not None:
         updated["update_status"] = status
     return updated
@@ -88,7 +90,7 @@ class ControlAPI:
         if spec.mode != current["spec"]["mode"]:
             raise ConflictError(f"service mode change is not allowed (service {spec.name} is "
                                 f"{current['spec']['mode']})")
-        await self.store.commit([{"op": "update", "kind": "services", "obj": respecified(current, to_dict(spec)),
+        await self.store.commit([{"op": "update", "kind": "services", "obj": respecified(self.store, current, to_dict(spec)),
                                   "expect": version}])
         return self.store.get("services", current["id"])
 

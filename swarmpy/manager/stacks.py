@@ -74,7 +74,7 @@ async def deploy(store: ClusterStore, namespace, specs, prune: bool = False) -> 
                                                  f"{spec.name} is {current['spec']['mode']}); "
                                                  "remove the stack's service first")
         ops.append({"op": "update", "kind": "services", "expect": current["version"],
-                    "obj": respecified(current, new)})
+                    "obj": respecified(store, current, new)})
         result["updated"].append(spec.name)
     if prune:
         for name, service in sorted(existing.items()):

@@ -6,6 +6,7 @@ plan's ops are applied to it, so the tests see what the orchestrator's transacti
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -619,7 +620,7 @@ def test_global_spec_change_replaces_on_same_node():
 
 def start_update(tables: Tables, svc: dict, **spec_changes) -> dict:
     """A spec change as the control API writes it: with the update_status it starts."""
-    new = respecified(svc, dict(svc["spec"], **spec_changes))
+    new = respecified(SimpleNamespace(tables=tables), svc, dict(svc["spec"], **spec_changes))
     commit(tables, [{"op": "update", "kind": "services", "obj": new, "expect": svc["version"]}])
     return tables.get("services", svc["id"])
 
@@ -646,7 +647,10 @@ def status_of(tables: Tables, svc_id: str) -> dict:
 def test_a_spec_change_starts_an_update_and_a_scale_does_not():
     t = Tables()
     svc = running_service(t, 2)
-    assert respecified(svc, dict(svc["spec"], replicas=5)).get("update_status") is None
+    store = SimpleNamespace(tables=t)
+    assert respecified(store, svc, dict(svc["spec"], replicas=5)).get("update_status") is None
+    idle = make_service(t, name="idle", replicas=0)
+    assert respecified(store, idle, dict(idle["spec"], image="busybox:2")).get("update_status") is None
     svc = start_update(t, svc, image="busybox:2")
     assert status_of(t, svc["id"])["state"] == "updating"
     assert status_of(t, svc["id"])["message"] == "update in progress"
