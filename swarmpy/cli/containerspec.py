@@ -1,19 +1,19 @@
 """docker's `service create` / `service update` flags for the container spec, healthcheck,
 log driver, mounts, published ports and update/rollback configs, turned into spec JSON.
 
-Values are parsed as the docker CLI parses them (Go durations, `--mount` CSV, `--publish`
-short and long syntax, `--ulimit name=soft[:hard]`), and bad ones fail with its texts:
+Values are parsed as the docker CLI parses them (Go durations here, the rest in
+dockeropts.py), and bad ones fail with its texts:
 `invalid argument "x" for "--health-interval" flag: time: invalid duration "x"`."""
 from __future__ import annotations
 
 import argparse
-import csv
-import ipaddress
 import re
 import shlex
 
+from swarmpy.cli.dockeropts import (dns_server, float_, host_entry, int_, kv, parse_mount, parse_publish,
+                                    parse_ulimit, port_number, protocol_name, split_host, uint)
 from swarmpy.cli.parser import UsageError, invalid
-from swarmpy.units import parse_go_duration, parse_memory
+from swarmpy.units import parse_go_duration
 
 HEALTH_DURATIONS = (("interval", "--health-interval"), ("timeout", "--health-timeout"),
                     ("start_period", "--health-start-period"), ("start_interval", "--health-start-interval"))
@@ -74,13 +74,13 @@ def create_fields(args) -> dict:
     spec: dict = {}
     _scalars(args, spec)
     if args.extra_hosts:
-        spec["hosts"] = [_host(h) for h in args.extra_hosts]
+        spec["hosts"] = [host_entry(h) for h in args.extra_hosts]
     for flag, field in LISTS:
         values = getattr(args, flag.replace("-", "_"))
         if values:
-            spec[field] = [_dns(v) for v in values] if flag == "dns" else values
+            spec[field] = [dns_server(v) for v in values] if flag == "dns" else values
     if args.sysctl:
-        spec["sysctls"] = dict(_kv("--sysctl", s) for s in args.sysctl)
+        spec["sysctls"] = dict(kv("--sysctl", s) for s in args.sysctl)
     if args.ulimit:
         spec["ulimits"] = [_convert("--ulimit", u, parse_ulimit) for u in args.ulimit]
     spec["cap_add"], spec["cap_drop"] = list(args.cap_add), list(args.cap_drop)
@@ -88,7 +88,7 @@ def create_fields(args) -> dict:
     if health is not None:
         spec["healthcheck"] = health
     if args.log_driver:
-        spec["log_driver"] = {"name": args.log_driver, "options": dict(_kv("--log-opt", o) for o in args.log_opt)}
+        spec["log_driver"] = {"name": args.log_driver, "options": dict(kv("--log-opt", o) for o in args.log_opt)}
     elif args.log_opt:
         raise UsageError("--log-opt needs --log-driver")
     spec["mounts"] = [_convert("--mount", m, parse_mount) for m in args.mount]
@@ -131,7 +131,7 @@ def _health_settings(args) -> dict:
         if value is not None:
             out[field] = _convert(flag, value, parse_go_duration)
     if args.health_retries is not None:
-        out["retries"] = _convert("--health-retries", args.health_retries, _int)
+        out["retries"] = _convert("--health-retries", args.health_retries, int_)
     return out
 
 
@@ -140,14 +140,14 @@ def _update_config(args, prefix: str, current: dict) -> dict:
     config = dict(current)
     parallelism = getattr(args, f"{prefix}_parallelism", None)
     if parallelism is not None:
-        config["parallelism"] = _convert(f"--{prefix}-parallelism", parallelism, _uint)
+        config["parallelism"] = _convert(f"--{prefix}-parallelism", parallelism, uint)
     for name in ("delay", "monitor"):
         value = getattr(args, f"{prefix}_{name}")
         if value is not None:
             config[name] = _convert(f"--{prefix}-{name}", value, parse_go_duration)
     ratio = getattr(args, f"{prefix}_max_failure_ratio")
     if ratio is not None:
-        config["max_failure_ratio"] = _convert(f"--{prefix}-max-failure-ratio", ratio, _float)
+        config["max_failure_ratio"] = _convert(f"--{prefix}-max-failure-ratio", ratio, float_)
     for name in ("failure_action", "order"):
         if getattr(args, f"{prefix}_{name}") is not None:
             config[name] = getattr(args, f"{prefix}_{name}")
@@ -159,21 +159,21 @@ def apply_update(args, spec: dict) -> None:
     """docker's `service update` rules for these flags, over the stored spec."""
     _scalars(args, spec)
     hosts = [h for h in spec.get("hosts", []) if not _host_removed(h, args.host_rm)]
-    spec["hosts"] = _add_unique(hosts, [_host(h) for h in args.host_add])
+    spec["hosts"] = _add_unique(hosts, [host_entry(h) for h in args.host_add])
     for flag, field in LISTS:
         attr = flag.replace("-", "_")
         kept = [v for v in spec.get(field, []) if v not in getattr(args, f"{attr}_rm")]
         added = getattr(args, f"{attr}_add")
-        spec[field] = _add_unique(kept, [_dns(v) for v in added] if flag == "dns" else added)
+        spec[field] = _add_unique(kept, [dns_server(v) for v in added] if flag == "dns" else added)
     sysctls = {k: v for k, v in spec.get("sysctls", {}).items() if k not in args.sysctl_rm}
-    spec["sysctls"] = dict(sysctls, **dict(_kv("--sysctl-add", s) for s in args.sysctl_add))
+    spec["sysctls"] = dict(sysctls, **dict(kv("--sysctl-add", s) for s in args.sysctl_add))
     ulimits = {u["name"]: u for u in spec.get("ulimits", []) if u["name"] not in args.ulimit_rm}
     ulimits.update((u["name"], u) for u in (_convert("--ulimit-add", x, parse_ulimit) for x in args.ulimit_add))
     spec["ulimits"] = list(ulimits.values())
     _update_caps(args, spec)
     _update_healthcheck(args, spec)
     if args.log_driver:
-        spec["log_driver"] = {"name": args.log_driver, "options": dict(_kv("--log-opt", o) for o in args.log_opt)}
+        spec["log_driver"] = {"name": args.log_driver, "options": dict(kv("--log-opt", o) for o in args.log_opt)}
     elif args.log_opt:
         raise UsageError("--log-opt needs --log-driver")
     mounts = [m for m in spec.get("mounts", []) if m["target"] not in args.mount_rm]
@@ -235,8 +235,8 @@ def _publish_rm(text: str) -> list[dict]:
     # docker: "--publish-rm 80" or "80/udp" names the target port; a long form works too
     if re.fullmatch(r"\d+(/\w+)?", text):
         target, _, protocol = text.partition("/")
-        return [{"target": _port(target, "invalid containerPort"), "protocol": _proto(protocol or "tcp"),
-                 "published": 0}]
+        return [{"target": port_number(target, "invalid containerPort"),
+                 "protocol": protocol_name(protocol or "tcp"), "published": 0}]
     return parse_publish(text)
 
 
@@ -244,208 +244,14 @@ def _host_removed(entry: str, removed: list[str]) -> bool:
     """--host-rm HOST or HOST:IP removes that host's "IP HOST" entry."""
     ip, *names = entry.split()
     for item in removed:
-        host, rm_ip = _split_host(item)
+        host, rm_ip = split_host(item)
         if host in names and (not rm_ip or rm_ip == ip):
             return True
     return False
 
 
-# -- value parsers (docker's syntax and texts) ---------------------------------------------------------
 def _convert(flag: str, value, parse):
     try:
         return parse(value)
     except ValueError as exc:
         raise invalid(flag, value, str(exc)) from None
-
-
-def _kv(flag: str, text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise invalid(flag, text, "use KEY=VALUE")
-    return key, value
-
-
-def _uint(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f'strconv.ParseUint: parsing "{text}": invalid syntax')
-    return int(text)
-
-
-def _int(text: str) -> int:
-    if not re.fullmatch(r"[+-]?\d+", text):
-        raise ValueError(f'strconv.ParseInt: parsing "{text}": invalid syntax')
-    return int(text)
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f'strconv.ParseFloat: parsing "{text}": invalid syntax') from None
-
-
-def _split_host(text: str) -> tuple[str, str]:
-    """HOST:IP or HOST=IP (the IP may be an IPv6 address, brackets or not)."""
-    match = re.match(r"([^:=]*)[:=](.*)", text)
-    if match is None:
-        return text, ""
-    return match.group(1), match.group(2).strip("[]")
-
-
-def _host(text: str) -> str:
-    """docker's --host HOST:IP (or HOST=IP), stored as swarm stores it: "IP HOST"."""
-    host, ip = _split_host(text)
-    try:
-        ipaddress.ip_address(ip)
-    except ValueError:
-        raise invalid("--host", text, f'invalid IP address in add-host: "{ip}"') from None
-    if not host:
-        raise invalid("--host", text, "use HOST:IP")
-    return f"{ip} {host}"
-
-
-def _dns(text: str) -> str:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        raise invalid("--dns", text, f"IP address is not correctly formatted: {text}") from None
-    return text
-
-
-def parse_ulimit(text: str) -> dict:
-    """docker's NAME=SOFT[:HARD] (hard defaults to soft)."""
-    name, sep, limits = text.partition("=")
-    if not sep:
-        raise ValueError(f"invalid ulimit argument: {text}")
-    parts = limits.split(":")
-    if len(parts) > 2:
-        raise ValueError(f"too many limit value arguments - {limits}, can only have up to two, `soft[:hard]`")
-    try:
-        soft, hard = int(parts[0]), int(parts[-1])
-    except ValueError:
-        raise ValueError(f"invalid ulimit argument: {text}") from None
-    if soft > hard:
-        raise ValueError(f"ulimit soft limit must be less than or equal to hard limit: {soft} > {hard}")
-    return {"name": name, "soft": soft, "hard": hard}
-
-
-_MOUNT_KEYS = {"type": "type", "source": "source", "src": "source", "target": "target", "dst": "target",
-               "destination": "target", "consistency": "consistency", "bind-propagation": "bind_propagation",
-               "volume-driver": "volume_driver"}
-
-
-def parse_mount(text: str) -> dict:
-    """docker's --mount: type=volume|bind|tmpfs,source=,target=,readonly,volume-label=K=V,..."""
-    mount: dict = {"type": "volume"}
-    for field in next(csv.reader([text])):
-        key, sep, value = field.partition("=")
-        key = key.lower()
-        if not sep:
-            if key in ("readonly", "ro"):
-                mount["read_only"] = True
-            elif key == "volume-nocopy":
-                mount["volume_nocopy"] = True
-            else:
-                raise ValueError(f"invalid field '{field}' must be a key=value pair")
-        elif key in _MOUNT_KEYS:
-            mount[_MOUNT_KEYS[key]] = value.lower() if key in ("type", "consistency", "bind-propagation") else value
-        elif key in ("readonly", "ro", "volume-nocopy"):
-            mount["read_only" if key != "volume-nocopy" else "volume_nocopy"] = _go_bool(key, value)
-        elif key in ("volume-label", "volume-opt"):
-            label, _, label_value = value.partition("=")
-            mount.setdefault("volume_labels" if key == "volume-label" else "volume_driver_options", {})[label] \
-                = label_value
-        elif key == "tmpfs-size":
-            mount["tmpfs_size_bytes"] = _tmpfs(key, value, parse_memory)
-        elif key == "tmpfs-mode":
-            mount["tmpfs_mode"] = _tmpfs(key, value, lambda v: int(v, 8))
-        else:
-            raise ValueError(f"unexpected key '{key}' in '{field}'")
-    return _check_mount(mount)
-
-
-def _check_mount(mount: dict) -> dict:
-    if not mount.get("target"):
-        raise ValueError("target is required")
-    kind = mount["type"]
-    for prefix, option_kind in (("volume_", "volume"), ("bind_", "bind"), ("tmpfs_", "tmpfs")):
-        if kind != option_kind and any(k.startswith(prefix) for k in mount):
-            raise ValueError(f"cannot mix '{option_kind}-*' options with mount type '{kind}'")
-    return mount
-
-
-def _go_bool(key: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise ValueError(f"invalid value for {key}: {value}")
-
-
-def _tmpfs(key: str, value: str, parse) -> int:
-    try:
-        return parse(value)
-    except ValueError:
-        raise ValueError(f"invalid value for {key}: {value}") from None
-
-
-def parse_publish(text: str) -> list[dict]:
-    """docker's --publish: long published=8080,target=80,protocol=udp,mode=host, or short
-    [PUBLISHED:]TARGET[/PROTOCOL] with ranges (mode ingress)."""
-    if re.search(r"\w+=\w+", text):
-        return [_publish_long(text)]
-    spec, _, protocol = text.partition("/")
-    protocol = _proto(protocol or "tcp")
-    parts = spec.split(":")
-    if len(parts) > 2:
-        raise ValueError("hostip is not supported")
-    targets = _port_range(parts[-1], "invalid containerPort")
-    published = _port_range(parts[0], "invalid hostPort") if len(parts) == 2 else [0] * len(targets)
-    if len(published) != len(targets):
-        raise ValueError(f"invalid ranges specified for container and host Ports: {parts[-1]} and {parts[0]}")
-    return [{"target": t, "published": p, "protocol": protocol, "mode": "ingress"}
-            for t, p in zip(targets, published)]
-
-
-def _publish_long(text: str) -> dict:
-    port = {"protocol": "tcp", "mode": "ingress"}
-    for field in next(csv.reader([text])):
-        key, sep, value = field.lower().partition("=")
-        if not sep or not key:
-            raise ValueError(f"invalid field: {field}")
-        if key == "protocol":
-            port["protocol"] = _proto(value, f"invalid protocol value '{value}'")
-        elif key == "mode":
-            if value not in ("ingress", "host"):
-                raise ValueError(f"invalid publish mode value ({value}): must be either 'ingress' or 'host'")
-            port["mode"] = value
-        elif key in ("target", "published"):
-            port[key] = _port(value, f'strconv.ParseUint: parsing "{value}": invalid syntax')
-        else:
-            raise ValueError(f"invalid field key: {key}")
-    if not port.get("target"):
-        raise ValueError("missing mandatory field 'target'")
-    port.setdefault("published", 0)
-    return port
-
-
-def _proto(value: str, message: str = "") -> str:
-    if value not in ("tcp", "udp", "sctp"):
-        raise ValueError(message or f"invalid proto: {value}")
-    return value
-
-
-def _port(text: str, message: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise ValueError(f"{message}: {text}" if not message.startswith("strconv") else message)
-    return int(text)
-
-
-def _port_range(text: str, message: str) -> list[int]:
-    low, sep, high = text.partition("-")
-    first = _port(low, message)
-    last = _port(high, message) if sep else first
-    if last < first:
-        raise ValueError(f"{message}: {text}")
-    return list(range(first, last + 1))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from swarmpy.units import format_bytes, parse_cpus, parse_duration, parse_memory
+from swarmpy.units import format_bytes, parse_cpus, parse_duration, parse_go_duration, parse_memory
 
 KiB, MiB, GiB, TiB, PiB = 1024, 1024 ** 2, 1024 ** 3, 1024 ** 4, 1024 ** 5
 
@@ -81,3 +81,23 @@ def test_format_bytes(n, expected):
 def test_memory_round_trip():
     for text in ("64MiB", "1GiB", "512KiB", "3TiB"):
         assert format_bytes(parse_memory(text)) == text
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("10s", 10.0), ("1m30s", 90.0), ("500ms", 0.5), ("0", 0.0), ("-2s", -2.0), ("+3s", 3.0), ("1.5h", 5400.0),
+    (".5s", 0.5), ("1.s", 1.0), ("2h45m0.5s", 9900.5), ("1us", 1e-6), ("1\u00b5s", 1e-6), ("7ns", 7e-9),
+])
+def test_parse_go_duration(text, expected):
+    assert parse_go_duration(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x", 'time: invalid duration "x"'), ("", 'time: invalid duration ""'), ("-", 'time: invalid duration "-"'),
+    (".s", 'time: invalid duration ".s"'), ("5", 'time: missing unit in duration "5"'),
+    ("1s2", 'time: missing unit in duration "1s2"'), ("1d", 'time: unknown unit "d" in duration "1d"'),
+    ("5 s", 'time: unknown unit " s" in duration "5 s"'),
+])
+def test_parse_go_duration_rejects_with_go_s_texts(text, message):
+    with pytest.raises(ValueError) as info:
+        parse_go_duration(text)
+    assert str(info.value) == message
