@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from swarmpy import defaults
-from swarmpy.cli import node, service, swarm
+from swarmpy.cli import node, service, stack, swarm
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.tls import TLSFiles
 from swarmpy.cli.parser import USAGE_EXIT, Parser, UsageError
@@ -180,6 +180,34 @@ def build_parser() -> Parser:
     p = services.add_parser("rm", aliases=["remove"])
     p.add_argument("services", nargs="+")
     p.set_defaults(func=service.rm)
+
+    stacks = sub.add_parser("stack", help="manage compose stacks").add_subparsers(dest="sub", required=True,
+                                                                                 parser_class=Parser)
+    p = stacks.add_parser("deploy", aliases=["up"], help="deploy a new stack or update an existing one")
+    p.add_argument("-c", "--compose-file", action="append", required=True, metavar="FILE",
+                   help="path to a compose file (several are merged in order)")
+    p.add_argument("--prune", action="store_true", help="remove services that are no longer in the file")
+    p.add_argument("-d", "--detach", nargs="?", const="true", default="true", metavar="BOOL",
+                   help="exit at once (default) or, with --detach=false, wait until every service converged")
+    p.add_argument("--resolve-image", choices=["always", "changed", "never"], default="never",
+                   help="accepted for docker's sake: swarmpy never resolves images against a registry")
+    p.add_argument("stack")
+    p.set_defaults(func=stack.deploy)
+    p = stacks.add_parser("ls", aliases=["list"])
+    _common(p, fmt=True)
+    p.set_defaults(func=stack.ls)
+    p = stacks.add_parser("services")
+    _common(p, quiet=True, fmt=True)
+    p.add_argument("stack")
+    p.set_defaults(func=stack.services)
+    p = stacks.add_parser("ps")
+    _common(p, quiet=True, fmt=True)
+    p.add_argument("-a", "--all", action="store_true", help="show tasks that were shut down too")
+    p.add_argument("stack")
+    p.set_defaults(func=stack.ps)
+    p = stacks.add_parser("rm", aliases=["remove", "down"])
+    p.add_argument("stacks", nargs="+")
+    p.set_defaults(func=stack.rm)
     return root
 
 

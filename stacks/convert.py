@@ -1,0 +1,269 @@
+"""A loaded compose config -> swarmpy service specs, as docker/cli's cli/compose/convert
+does for `docker stack deploy` (see shared/compose/SOURCES.md, key by key).
+
+The result is a `StackPlan`: the namespaced service specs (dicts in the shape of
+`swarmpy.models.ServiceSpec`, which the manager validates again), plus the warnings
+for what swarmpy does not do yet. Names follow docker: service `STACK_svc`, volumes
+`STACK_vol` unless `name:`/`external`, and every object carries
+`com.docker.stack.namespace=STACK`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stacks.duration import parse_duration
+from stacks.errors import StackFileError
+from stacks.loader import LoadedStack
+from swarmpy import units
+
+NAMESPACE_LABEL = "com.docker.stack.namespace"
+IMAGE_LABEL = "com.docker.stack.image"
+
+# docker's convertRestartPolicy for the service-level `restart:` key
+_RESTART_KEY = {"always": "any", "unless-stopped": "any", "on-failure": "on-failure", "no": None}
+
+
+@dataclass
+class StackPlan:
+    namespace: str
+    services: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def convert(loaded: LoadedStack, namespace: str) -> StackPlan:
+    config = loaded.config
+    plan = StackPlan(namespace, warnings=list(loaded.warnings))
+    for key in ("secrets", "configs"):
+        users = sorted(name for name, svc in config["services"].items() if svc.get(key))
+        if users:
+            raise StackFileError(f"services.{users[0]}.{key}: {key} are not supported by swarmpy yet; "
+                                 f"remove them from the stack file")
+    if any(svc.get("networks") for svc in config["services"].values()) or config.get("networks"):
+        plan.warnings.append("Ignoring networks: swarmpy has no overlay networks yet; "
+                             "tasks attach to the engine's default bridge")
+    for name in sorted(config["services"]):
+        plan.services.append(_service(name, config["services"][name], config, namespace))
+    return plan
+
+
+def scoped(namespace: str, name: str) -> str:
+    return f"{namespace}_{name}"
+
+
+def _service(name: str, svc: dict, config: dict, namespace: str) -> dict:
+    where = f"services.{name}"
+    image = svc.get("image")
+    if not image:
+        raise StackFileError(f"{where}.image: no image specified; every service of a stack needs one")
+    deploy = svc.get("deploy") or {}
+    ns_label = {NAMESPACE_LABEL: namespace}
+    spec = {
+        "name": scoped(namespace, name),
+        "image": image,
+        "labels": {**_strings(deploy.get("labels")), **ns_label, IMAGE_LABEL: image},
+        "container_labels": {**_strings(svc.get("labels")), **ns_label},
+        "env": _env(svc.get("environment") or {}),
+    }
+    _copy(spec, svc, {"command": "command", "entrypoint": "entrypoint", "hostname": "hostname",
+                      "user": "user", "working_dir": "working_dir", "stop_signal": "stop_signal",
+                      "tty": "tty", "stdin_open": "open_stdin", "read_only": "read_only",
+                      "init": "init", "cap_add": "cap_add", "cap_drop": "cap_drop",
+                      "dns_opt": "dns_options"})
+    if "dns" in svc:
+        spec["dns_nameservers"] = _as_list(svc["dns"])
+    if "dns_search" in svc:
+        spec["dns_search"] = _as_list(svc["dns_search"])
+    if svc.get("extra_hosts"):
+        spec["hosts"] = [_host_entry(entry) for entry in svc["extra_hosts"]]
+    if svc.get("sysctls"):
+        spec["sysctls"] = _strings(svc["sysctls"])
+    if svc.get("ulimits"):
+        spec["ulimits"] = [_ulimit(k, v) for k, v in sorted(svc["ulimits"].items())]
+    if "stop_grace_period" in svc:
+        spec["stop_grace_period"] = _seconds(f"{where}.stop_grace_period", svc["stop_grace_period"])
+    if svc.get("healthcheck"):
+        spec["healthcheck"] = _healthcheck(f"{where}.healthcheck", svc["healthcheck"])
+    if svc.get("logging"):
+        spec["log_driver"] = {"name": svc["logging"].get("driver", ""),
+                              "options": _strings(svc["logging"].get("options"))}
+    if svc.get("ports"):
+        spec["ports"] = [_port(p) for p in svc["ports"]]
+    if svc.get("volumes"):
+        spec["mounts"] = [_mount(f"{where}.volumes", v, config, namespace) for v in svc["volumes"]]
+    _deploy(spec, where, deploy, svc)
+    return spec
+
+
+def _deploy(spec: dict, where: str, deploy: dict, svc: dict) -> None:
+    mode = deploy.get("mode", "replicated")
+    if mode not in ("replicated", "global"):
+        raise StackFileError(f"{where}.deploy.mode: {mode!r} is not supported by swarmpy yet; "
+                             "use replicated or global")
+    spec["mode"] = mode
+    if deploy.get("replicas") is not None:
+        if mode == "global":
+            raise StackFileError(f"{where}.deploy.replicas: replicas can only be used with replicated mode")
+        spec["replicas"] = deploy["replicas"]
+    placement = deploy.get("placement") or {}
+    if placement.get("constraints"):
+        spec["constraints"] = list(placement["constraints"])
+    # docker keeps only spread preferences (nodeset.go ignores other descriptors)
+    spec["preferences"] = [f"spread={p['spread']}" for p in placement.get("preferences") or [] if "spread" in p]
+    if placement.get("max_replicas_per_node"):
+        spec["max_replicas_per_node"] = placement["max_replicas_per_node"]
+    resources = deploy.get("resources") or {}
+    spec["limits"] = _resources(f"{where}.deploy.resources.limits", resources.get("limits") or {})
+    spec["reservations"] = _resources(f"{where}.deploy.resources.reservations",
+                                      resources.get("reservations") or {})
+    policy = _restart_policy(f"{where}.deploy.restart_policy", deploy.get("restart_policy"), svc.get("restart"))
+    if policy:
+        spec["restart_policy"] = policy
+    for key in ("update_config", "rollback_config"):
+        if deploy.get(key):
+            spec[key] = _update_config(f"{where}.deploy.{key}", deploy[key])
+
+
+def _resources(where: str, res: dict) -> dict:
+    out = {"nano_cpus": 0, "memory_bytes": 0, "generic": {}}
+    try:
+        if res.get("cpus") not in (None, ""):
+            out["nano_cpus"] = units.parse_cpus(res["cpus"])
+        if res.get("memory") not in (None, ""):
+            out["memory_bytes"] = units.parse_memory(res["memory"])
+    except ValueError as exc:
+        raise StackFileError(f"{where}: {exc}") from None
+    for item in res.get("generic_resources") or []:
+        discrete = item.get("discrete_resource_spec") or {}
+        if discrete.get("kind"):
+            out["generic"][discrete["kind"]] = int(discrete.get("value", 0))
+    return out
+
+
+def _restart_policy(where: str, policy: dict | None, restart_key: str | None) -> dict | None:
+    if policy:
+        out = {"condition": policy.get("condition", "any")}
+        for key in ("delay", "window"):
+            if policy.get(key) is not None:
+                out[key] = _seconds(f"{where}.{key}", policy[key])
+        if policy.get("max_attempts") is not None:
+            out["max_attempts"] = policy["max_attempts"]
+        return out
+    if not restart_key:
+        return None
+    # The deprecated service-level `restart:` still counts when deploy.restart_policy is absent.
+    name, _, attempts = restart_key.partition(":")
+    condition = _RESTART_KEY.get(name)
+    if condition is None:
+        return None
+    out = {"condition": condition}
+    if attempts.isdigit():
+        out["max_attempts"] = int(attempts)
+    return out
+
+
+def _update_config(where: str, cfg: dict) -> dict:
+    out = {}
+    for key in ("parallelism", "failure_action", "max_failure_ratio", "order"):
+        if cfg.get(key) is not None:
+            out[key] = cfg[key]
+    for key in ("delay", "monitor"):
+        if cfg.get(key) is not None:
+            out[key] = _seconds(f"{where}.{key}", cfg[key])
+    return out
+
+
+def _healthcheck(where: str, hc: dict) -> dict:
+    if hc.get("disable"):
+        if hc.get("test"):
+            raise StackFileError(f"{where}: test and disable can't be set at the same time")
+        return {"test": ["NONE"]}
+    out = {"test": list(hc.get("test") or [])}
+    for key in ("interval", "timeout", "start_period", "start_interval"):
+        if hc.get(key) is not None:
+            out[key] = _seconds(f"{where}.{key}", hc[key])
+    if hc.get("retries") is not None:
+        out["retries"] = int(hc["retries"])
+    return out
+
+
+def _port(port: dict) -> dict:
+    return {"target": int(port["target"]), "published": int(port.get("published") or 0),
+            "protocol": port.get("protocol", "tcp"), "mode": port.get("mode", "ingress")}
+
+
+def _mount(where: str, vol: dict, config: dict, namespace: str) -> dict:
+    kind = vol.get("type", "volume")
+    mount = {"type": kind, "target": vol["target"], "read_only": bool(vol.get("read_only"))}
+    source = vol.get("source") or ""
+    if kind == "volume":
+        mount.update(_volume_source(where, source, config, namespace))
+        mount["volume_nocopy"] = bool((vol.get("volume") or {}).get("nocopy"))
+    elif kind == "bind":
+        mount["source"] = source
+        propagation = (vol.get("bind") or {}).get("propagation")
+        if propagation:
+            mount["bind_propagation"] = propagation
+    elif kind == "tmpfs":
+        size = (vol.get("tmpfs") or {}).get("size")
+        if size:
+            mount["tmpfs_size_bytes"] = units.parse_memory(size)
+    else:
+        raise StackFileError(f"{where}: volume type {kind!r} is not supported by swarmpy; "
+                             "use volume, bind or tmpfs")
+    return mount
+
+
+def _volume_source(where: str, source: str, config: dict, namespace: str) -> dict:
+    if not source:      # anonymous volume
+        return {"source": ""}
+    declared = (config.get("volumes") or {})
+    if source not in declared:
+        raise StackFileError(f"{where}: undefined volume {source!r}; declare it under the top-level volumes")
+    top = declared[source] or {}
+    if top.get("external"):
+        return {"source": top.get("name") or source}
+    return {"source": top.get("name") or scoped(namespace, source),
+            "volume_labels": {**_strings(top.get("labels")), NAMESPACE_LABEL: namespace},
+            "volume_driver": top.get("driver") or "",
+            "volume_driver_options": _strings(top.get("driver_opts"))}
+
+
+def _env(environment: dict) -> list[str]:
+    # docker: a name without a value stays a bare NAME; sorted (convertEnvironment)
+    return sorted(k if v is None else f"{k}={v}" for k, v in environment.items())
+
+
+def _host_entry(entry: str) -> str:
+    """compose's "host:ip" (or "host=ip") -> swarm's "ip host" (as /etc/hosts)."""
+    sep = "=" if "=" in entry else ":"
+    host, _, ip = entry.partition(sep)
+    return f"{ip} {host}"
+
+
+def _ulimit(name: str, value) -> dict:
+    if isinstance(value, dict):
+        return {"name": name, "soft": int(value["soft"]), "hard": int(value["hard"])}
+    return {"name": name, "soft": int(value), "hard": int(value)}
+
+
+def _seconds(where: str, value) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return parse_duration(str(value))
+    except ValueError as exc:
+        raise StackFileError(f"{where}: {exc}") from None
+
+
+def _strings(mapping) -> dict[str, str]:
+    return {str(k): "" if v is None else str(v) for k, v in (mapping or {}).items()}
+
+
+def _as_list(value) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _copy(spec: dict, svc: dict, keys: dict[str, str]) -> None:
+    for src, dst in keys.items():
+        if svc.get(src) is not None:
+            spec[dst] = svc[src]

@@ -1,0 +1,146 @@
+"""`swarmpy stack ...`: deploy, ls, services, ps, rm.
+
+As in docker, the CLI reads the compose files and the environment and converts them
+(stacks/); unlike docker, it sends the whole stack to the manager, which applies it in
+one transaction (swarmpy/manager/stacks.py).
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+from stacks.convert import NAMESPACE_LABEL, convert
+from stacks.errors import StackFileError
+from stacks.loader import load
+from swarmpy.cli.client import Client, DaemonError
+from swarmpy.cli.output import dump_json, short, table
+from swarmpy.cli.parser import invalid
+from swarmpy.cli.service import print_tasks
+from swarmpy.manager.orchestrator.updater import specs_differ
+from swarmpy.models import TaskState
+
+PROGRESS_POLL_S = 0.5
+
+
+def _bool_flag(flag: str, value: str) -> bool:
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise invalid(flag, value, "strconv.ParseBool: parsing " + repr(value).replace("'", '"') + ": invalid syntax")
+
+
+def deploy(args) -> int:
+    detach = _bool_flag("--detach", args.detach)
+    try:
+        plan = convert(load(args.compose_file), args.stack)
+    except StackFileError as exc:
+        raise DaemonError(0, str(exc)) from None
+    for warning in plan.warnings:
+        print(warning, file=sys.stderr)
+    client = Client(args.host)
+    result = client.call("POST", "/stacks", body={"name": args.stack, "services": plan.services,
+                                                   "prune": args.prune})
+    for verb, key in (("Creating", "created"), ("Updating", "updated"), ("Removing", "removed")):
+        for name in result[key]:
+            print(f"{verb} service {name}")
+    if not detach:
+        wait_converged(client, [s["name"] for s in plan.services])
+    return 0
+
+
+def wait_converged(client: Client, names: list[str]) -> None:
+    """Print each service's progress as it changes, then docker's `verify: Service converged`."""
+    shown: dict[str, str] = {}
+    pending = list(names)
+    while pending:
+        for name in list(pending):
+            line, done = _progress(client, name)
+            if line != shown.get(name):
+                print(f"{name}: {line}", flush=True)
+                shown[name] = line
+            if done:
+                print(f"verify: Service {name} converged", flush=True)
+                pending.remove(name)
+        if pending:
+            time.sleep(PROGRESS_POLL_S)
+
+
+def _progress(client: Client, name: str) -> tuple[str, bool]:
+    service = client.get(f"/services/{name}")
+    tasks = client.get("/tasks", service=service["id"])
+    current = [t for t in tasks if t["desired_state"] <= TaskState.RUNNING and _current(t, service)]
+    running = sum(1 for t in current if t["status"]["state"] == TaskState.RUNNING)
+    if service["spec"]["mode"] == "global":
+        desired = len({t["node_id"] for t in tasks if t["desired_state"] <= TaskState.RUNNING})
+    else:
+        desired = service["spec"]["replicas"]
+    line = f"{running}/{desired} running"
+    failed = [t for t in tasks if t["status"]["state"] in (TaskState.FAILED, TaskState.REJECTED)
+              and t["status"].get("err")]
+    if failed and running < desired:
+        latest = max(failed, key=lambda t: t["status"]["timestamp"])
+        line += f" (task failed: {latest['status']['err']})"
+    stale = any(t["desired_state"] <= TaskState.RUNNING and not _current(t, service) for t in tasks)
+    return line, running == desired and not stale
+
+
+def _current(task: dict, service: dict) -> bool:
+    return not specs_differ(task["spec"], service["spec"])
+
+
+def _stacks(client: Client) -> dict[str, list[dict]]:
+    stacks: dict[str, list[dict]] = {}
+    for service in client.get("/services"):
+        namespace = service["spec"]["labels"].get(NAMESPACE_LABEL)
+        if namespace:
+            stacks.setdefault(namespace, []).append(service)
+    return stacks
+
+
+def _services_of(client: Client, stack: str) -> list[dict]:
+    services = _stacks(client).get(stack)
+    if not services:
+        raise DaemonError(0, f"Nothing found in stack: {stack}")
+    return sorted(services, key=lambda s: s["spec"]["name"])
+
+
+def ls(args) -> int:
+    stacks = _stacks(Client(args.host))
+    if args.format == "json":
+        dump_json([{"name": n, "services": len(s)} for n, s in sorted(stacks.items())])
+        return 0
+    table(["NAME", "SERVICES"], [[n, str(len(s))] for n, s in sorted(stacks.items())])
+    return 0
+
+
+def services(args) -> int:
+    found = _services_of(Client(args.host), args.stack)
+    if args.quiet:
+        print("\n".join(s["id"] for s in found))
+    elif args.format == "json":
+        dump_json(found)
+    else:
+        table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE"],
+              [[short(s["id"]), s["spec"]["name"], s["spec"]["mode"],
+                f"{s['replicas_status']['running']}/{s['replicas_status']['desired']}", s["spec"]["image"]]
+               for s in found])
+    return 0
+
+
+def ps(args) -> int:
+    client = Client(args.host)
+    tasks = []
+    for service in _services_of(client, args.stack):
+        query = {"desired-state": "running"} if not args.all else {}
+        tasks += client.get("/tasks", service=service["id"], **query)
+    return print_tasks(client, tasks, args)
+
+
+def rm(args) -> int:
+    client = Client(args.host)
+    for stack in args.stacks:
+        result = client.call("DELETE", f"/stacks/{stack}")
+        for name in result["removed"]:
+            print(f"Removing service {name}")
+    return 0
