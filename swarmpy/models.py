@@ -117,6 +117,18 @@ class UpdateConfig:
 
 
 @dataclass
+class FileRef:
+    """A secret or config a service's containers see as a file (docker's SecretReference /
+    ConfigReference): secrets at /run/secrets/TARGET on tmpfs, configs at /TARGET or an
+    absolute TARGET. The source is the object's name; the manager checks that it exists."""
+    source: str
+    target: str = ""                       # empty: the source's name
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = 0o444
+
+
+@dataclass
 class ServiceSpec:
     name: str
     image: str
@@ -158,6 +170,8 @@ class ServiceSpec:
     log_driver: LogDriver | None = None                       # None: the engine's default
     mounts: list[Mount] = field(default_factory=list)
     ports: list[PortConfig] = field(default_factory=list)
+    secrets: list[FileRef] = field(default_factory=list)
+    configs: list[FileRef] = field(default_factory=list)
 
 
 def to_dict(obj) -> dict:

@@ -10,8 +10,8 @@ import math
 import re
 
 from swarmpy.manager.scheduler import constraint
-from swarmpy.models import (Healthcheck, LogDriver, Mount, PortConfig, Resources, RestartPolicy, ServiceSpec,
-                            Ulimit, UpdateConfig, from_dict)
+from swarmpy.models import (FileRef, Healthcheck, LogDriver, Mount, PortConfig, Resources, RestartPolicy,
+                            ServiceSpec, Ulimit, UpdateConfig, from_dict)
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")     # the engine's rule
@@ -332,6 +332,36 @@ def _container_fields(spec: ServiceSpec, data: dict) -> None:
     spec.log_driver = _log_driver(data.get("log_driver"))
     spec.mounts = _mounts(data.get("mounts", []))
     spec.ports = _ports(data.get("ports", []))
+    spec.secrets = _file_refs("secrets", data.get("secrets", []))
+    spec.configs = _file_refs("configs", data.get("configs", []))
+
+
+def _file_refs(name: str, value) -> list[FileRef]:
+    _require_type(name, value, list, "a list of objects with source, target, uid, gid, mode")
+    refs, targets = [], set()
+    for i, item in enumerate(value):
+        field = f"{name}[{i}]"
+        _object(field, item, FileRef)
+        ref = from_dict(FileRef, {"source": None, **item})
+        _require_type(f"{field}.source", ref.source, str, f"the name of a {name[:-1]}")
+        for attr in ("target", "uid", "gid"):
+            _string(f"{field}.{attr}", getattr(ref, attr))
+        if not ref.target:
+            ref.target = ref.source
+        if name == "secrets" and ref.target.startswith("/") and not ref.target.startswith("/run/secrets/"):
+            # docker allows only names under /run/secrets for secrets (not configs)
+            raise SpecError(f"{field}.target", f"{ref.target!r}: a secret's target is a file name under "
+                                               "/run/secrets; use a relative name")
+        if ".." in ref.target.split("/"):
+            raise SpecError(f"{field}.target", f"{ref.target!r} may not contain '..'")
+        _require_type(f"{field}.mode", ref.mode, int, "a file mode such as 0o444 (292)")
+        if not 0 <= ref.mode <= 0o7777:
+            raise SpecError(f"{field}.mode", f"{ref.mode} is not a file mode; use 0 to 4095 (0o7777)")
+        if ref.target in targets:
+            raise SpecError(f"{field}.target", f"{ref.target!r} is used twice; give each a target of its own")
+        targets.add(ref.target)
+        refs.append(ref)
+    return refs
 
 
 def _legacy(data: dict) -> dict:

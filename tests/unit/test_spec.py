@@ -334,3 +334,24 @@ def test_healthcheck_forms():
 ])
 def test_bad_container_field_is_named(data, field, fragments):
     bad(data, field, *fragments)
+
+
+@pytest.mark.parametrize("refs, field, text", [
+    ([{"target": "x"}], "secrets[0].source", "must be the name of a secret"),
+    ([{"source": "a", "bogus": 1}], "secrets[0].bogus", "unknown field"),
+    ([{"source": "a"}, {"source": "a"}], "secrets[1].target", "used twice"),
+    ([{"source": "a", "target": "/etc/pw"}], "secrets[0].target", "file name under /run/secrets"),
+    ([{"source": "a", "target": "../pw"}], "secrets[0].target", "may not contain '..'"),
+    ([{"source": "a", "mode": 99999}], "secrets[0].mode", "not a file mode"),
+])
+def test_secret_references_are_checked(refs, field, text):
+    with pytest.raises(SpecError) as exc:
+        parse_service_spec({"name": "s", "image": "i", "secrets": refs})
+    assert exc.value.field == field and text in str(exc.value)
+
+
+def test_secret_and_config_targets_default_to_the_source():
+    spec = parse_service_spec({"name": "s", "image": "i", "secrets": [{"source": "pw"}],
+                               "configs": [{"source": "cfg", "target": "/etc/app.conf", "mode": 0o440}]})
+    assert [(r.source, r.target, r.uid, r.mode) for r in spec.secrets] == [("pw", "pw", "0", 0o444)]
+    assert [(r.source, r.target, r.mode) for r in spec.configs] == [("cfg", "/etc/app.conf", 0o440)]
