@@ -176,9 +176,9 @@ def _log_driver(value) -> LogDriver | None:
     if value is None:
         return None
     _object("log_driver", value, LogDriver)
-    if not value.get("name"):
-        raise SpecError("log_driver.name", "is required, e.g. json-file")
-    return LogDriver(name=_string("log_driver.name", value["name"]),
+    # An empty name is the engine's default driver with these options (a compose file's
+    # logging: with options and no driver gives that, in docker too).
+    return LogDriver(name=_string("log_driver.name", value.get("name", "")),
                      options=dict(_string_map("log_driver.options", value.get("options", {}))))
 
 

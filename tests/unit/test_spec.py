@@ -286,7 +286,6 @@ def test_healthcheck_forms():
     (base(healthcheck={"retries": -1}), "healthcheck.retries", []),
     (base(healthcheck={"cmd": "true"}), "healthcheck.cmd", ["unknown field", "test"]),
     (base(healthcheck="true"), "healthcheck", ["an object"]),
-    (base(log_driver={"options": {}}), "log_driver.name", ["required"]),
     (base(log_driver={"name": "json-file", "options": {"max-size": 1}}), "log_driver.options.max-size", []),
     (base(log_driver={"name": "json-file", "opts": {}}), "log_driver.opts", ["unknown field"]),
     (base(mounts={"target": "/x"}), "mounts", ["list"]),
@@ -355,3 +354,8 @@ def test_secret_and_config_targets_default_to_the_source():
                                "configs": [{"source": "cfg", "target": "/etc/app.conf", "mode": 0o440}]})
     assert [(r.source, r.target, r.uid, r.mode) for r in spec.secrets] == [("pw", "pw", "0", 0o444)]
     assert [(r.source, r.target, r.mode) for r in spec.configs] == [("cfg", "/etc/app.conf", 0o440)]
+
+
+def test_a_log_driver_without_a_name_means_the_engines_default_with_options():
+    spec = parse_service_spec({"name": "s", "image": "i", "log_driver": {"options": {"max-size": "1m"}}})
+    assert spec.log_driver == LogDriver("", {"max-size": "1m"})
