@@ -9,6 +9,7 @@ for what swarmpy does not do yet. Names follow docker: service `STACK_svc`, volu
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 
 from stacks.duration import parse_duration
@@ -25,25 +26,102 @@ _RESTART_KEY = {"always": "any", "unless-stopped": "any", "on-failure": "on-fail
 
 @dataclass
 class StackPlan:
+    """What a deploy sends: the services, and the secrets/configs the stack creates
+    ({"name", "labels", "data": base64 of the file}) or needs to exist already
+    ({"name", "external": True})."""
     namespace: str
     services: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    secrets: list[dict] = field(default_factory=list)
+    configs: list[dict] = field(default_factory=list)
 
 
 def convert(loaded: LoadedStack, namespace: str) -> StackPlan:
     config = loaded.config
     plan = StackPlan(namespace, warnings=list(loaded.warnings))
-    for key in ("secrets", "configs"):
-        users = sorted(name for name, svc in config["services"].items() if svc.get(key))
-        if users:
-            raise StackFileError(f"services.{users[0]}.{key}: {key} are not supported by swarmpy yet; "
-                                 f"remove them from the stack file")
     if any(svc.get("networks") for svc in config["services"].values()) or config.get("networks"):
         plan.warnings.append("Ignoring networks: swarmpy has no overlay networks yet; "
                              "tasks attach to the engine's default bridge")
+    modes = sorted(name for name, svc in config["services"].items()
+                   if (svc.get("deploy") or {}).get("endpoint_mode"))
+    if modes:
+        plan.warnings.append(f"Ignoring endpoint_mode of {', '.join(modes)}: swarmpy has no overlay "
+                             "networks yet, so no virtual IPs or DNS round-robin")
+    plan.secrets = _file_objects("secrets", config.get("secrets") or {}, namespace)
+    plan.configs = _file_objects("configs", config.get("configs") or {}, namespace)
     for name in sorted(config["services"]):
         plan.services.append(_service(name, config["services"][name], config, namespace))
     return plan
+
+
+# --- secrets and configs (docker's convert/compose.go Secrets/Configs) ---------------------------
+
+def _file_objects(section: str, objects: dict, namespace: str) -> list[dict]:
+    """Every declared secret/config (used or not, as docker): external ones by name for the
+    manager to check, the others with the file's bytes for it to create."""
+    return [_file_object(section, key, objects[key] or {}, namespace) for key in sorted(objects)]
+
+
+def _file_object(section: str, key: str, obj: dict, namespace: str) -> dict:
+    where = f"{section}.{key}"
+    if obj.get("external"):
+        return {"name": obj.get("name") or key, "external": True}
+    for option, what in (("environment", "an environment variable"), ("content", "inline content")):
+        if option in obj:
+            raise StackFileError(f"{where}.{option}: a {section[:-1]} from {what} is not supported by "
+                                 "stack deploy; use file: or external: true", path=(section, key, option))
+    for option in ("driver", "template_driver"):
+        if obj.get(option):
+            raise StackFileError(f"{where}.{option}: {section[:-1]} drivers are not supported by swarmpy; "
+                                 "use file: or external: true", path=(section, key, option))
+    return {"name": obj.get("name") or scoped(namespace, key),
+            "labels": {**_strings(obj.get("labels")), NAMESPACE_LABEL: namespace},
+            "data": base64.b64encode(_read_file(where, obj.get("file") or "")).decode()}
+
+
+def _read_file(where: str, path: str) -> bytes:
+    # The CLI reads the file (loader made it absolute, relative to the compose file).
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        # Go's os.ReadFile text: "open PATH: no such file or directory"
+        reason = (exc.strerror or str(exc)).lower()
+        raise StackFileError(f"{where}.file: open {path}: {reason}", path=tuple(where.split(".")) + ("file",)) \
+            from None
+
+
+def _file_refs(service: str, kind: str, refs: list[dict], declared: dict, namespace: str) -> list[dict]:
+    """A service's secrets:/configs: -> FileRefs, as docker's convertFileObject; docker's texts
+    for an undefined object and for two refs with one target (ParseSecrets/ParseConfigs)."""
+    out, targets = [], set()
+    for ref in refs:
+        source = ref["source"]
+        if source not in declared:
+            raise StackFileError(f'service {service}: undefined {kind} "{source}"',
+                                 path=("services", service, f"{kind}s"))
+        obj = declared[source] or {}
+        name = obj.get("name") or scoped(namespace, source)
+        target = ref.get("target") or source
+        if target in targets:
+            raise StackFileError(f"service {service}: duplicate {kind} target for {name} not allowed",
+                                 path=("services", service, f"{kind}s"))
+        targets.add(target)
+        out.append({"source": name, "target": target, "uid": str(ref.get("uid") or "0"),
+                    "gid": str(ref.get("gid") or "0"),
+                    "mode": _file_mode(f"services.{service}.{kind}s", ref.get("mode"))})
+    return out
+
+
+def _file_mode(where: str, mode) -> int:
+    if mode is None:
+        return 0o444
+    if isinstance(mode, str):       # compose-spec allows an octal string ("0440")
+        try:
+            return int(mode, 8)
+        except ValueError:
+            raise StackFileError(f"{where}.mode: {mode!r} is not an octal file mode") from None
+    return int(mode)
 
 
 def scoped(namespace: str, name: str) -> str:
@@ -90,8 +168,22 @@ def _service(name: str, svc: dict, config: dict, namespace: str) -> dict:
         spec["ports"] = [_port(p) for p in svc["ports"]]
     if svc.get("volumes"):
         spec["mounts"] = [_mount(f"{where}.volumes", v, config, namespace) for v in svc["volumes"]]
+    for kind in ("secret", "config"):
+        if svc.get(f"{kind}s"):
+            spec[f"{kind}s"] = _file_refs(name, kind, svc[f"{kind}s"], config.get(f"{kind}s") or {}, namespace)
+    _check_networks(name, svc, config)
     _deploy(spec, where, deploy, svc)
     return spec
+
+
+def _check_networks(name: str, svc: dict, config: dict) -> None:
+    # Networks are not created yet (a warning says so), but a reference to an undeclared one
+    # is docker's error (convertServiceNetworks); `default` needs no declaration.
+    declared = config.get("networks") or {}
+    for network in svc.get("networks") or {}:
+        if network not in declared and network != "default":
+            raise StackFileError(f'service {name}: undefined network "{network}"',
+                                 path=("services", name, "networks"))
 
 
 def _deploy(spec: dict, where: str, deploy: dict, svc: dict) -> None:

@@ -1,0 +1,390 @@
+"""stacks/convert.py against Docker's own converter, on the stack corpus (issue 4).
+
+For every positive corpus file: load it with the environment Docker ran with, convert it as stack
+"corpus", and compare each service with the Spec `docker stack deploy` created (tests/stacks/golden),
+field by field, after one explicit mapping of Docker's Spec JSON onto swarmpy's ServiceSpec fields
+(`docker_spec_to_swarmpy`).  Both sides then go through the manager's own validation
+(swarmpy.spec.parse_service_spec), which also fills swarmpy's defaults: where Docker writes a default
+(UpdateConfig.Parallelism 1, RestartPolicy.Condition any, ...) and swarmpy leaves its field to the same
+default, the effective values are compared.
+
+What swarmpy deliberately does not do, or does differently, is listed in GAPS, and each is asserted to
+be exactly that gap: a Docker field the mapping has no swarmpy field for must be one of them, with the
+value the gap predicts.  The negative corpus files must fail in load or convert naming the same key.
+"""
+from __future__ import annotations
+
+import base64
+import functools
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from stacks.convert import StackPlan, convert
+from stacks.errors import StackFileError
+from stacks.loader import load
+from swarmpy.models import ServiceSpec, to_dict
+from swarmpy.spec import parse_service_spec
+
+STACKS = Path(__file__).resolve().parents[1] / "stacks"
+NS_PER_S = 1_000_000_000
+
+
+def _load_golden_module():
+    # By path: tests/stacks has no __init__.py, so that `stacks` stays the project's package.
+    spec = importlib.util.spec_from_file_location("stack_corpus_golden", STACKS / "golden.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+golden = _load_golden_module()
+
+# What swarmpy deliberately lacks or does differently: each entry is checked to be exactly so.
+GAPS = {
+    "networks": "swarmpy has no overlay networks yet (a later issue): TaskTemplate.Networks "
+                "(targets, aliases) has no swarmpy field; the converter warns instead",
+    "endpoint_mode": "no endpoint spec yet (with networks): EndpointSpec.Mode vip/dnsrr has no swarmpy "
+                     "field; the converter warns about dnsrr and refuses it with an ingress port",
+    "jobs": "replicated-job / global-job are not supported: the converter refuses the file",
+    "image_latest": "the engine appends :latest to an image without a tag or digest; swarmpy keeps "
+                    "the image as written and leaves that to the engine at pull/run time",
+    "secret_id": "the goldens record SecretID/ConfigID as the object's name (ids are random): they "
+                 "must equal SecretName/ConfigName, which is what swarmpy's `source` holds",
+}
+# Corpus files that do not convert, with the gap that stops them.
+REFUSED = {"swarm-cronjob-job": "jobs"}
+
+
+# -- Docker's Spec JSON -> swarmpy's ServiceSpec fields ---------------------------------------------
+def _pop(node: dict, *path):
+    """Remove and return node[path[0]][path[1]]...; None when absent."""
+    for key in path[:-1]:
+        node = node.get(key)
+        if not isinstance(node, dict):
+            return None
+    return node.pop(path[-1], None)
+
+
+def _pruned(value):
+    """value without None / {} / [] (what a popped-from object has left)."""
+    if isinstance(value, dict):
+        value = {k: _pruned(v) for k, v in value.items()}
+        return {k: v for k, v in value.items() if v not in (None, {}, [])}
+    return value
+
+
+def _seconds(ns) -> float | None:
+    return None if ns is None else ns / NS_PER_S
+
+
+def _set(out: dict, key: str, value) -> None:
+    # Absent on docker's side: leave the field to swarmpy's default (both sides get it).
+    if value is not None:
+        out[key] = value
+
+
+def _items(node: dict, key: str, one) -> list | None:
+    """Map each item of node[key] with one(item) (which pops what it uses); items with
+    unmapped fields are put back under key, so they show as leftovers."""
+    items = node.pop(key, None)
+    if items is None:
+        return None
+    mapped = [one(item) for item in items]
+    left = [_pruned(item) for item in items if _pruned(item)]
+    if left:
+        node[key] = left
+    return mapped
+
+
+def _resources(res: dict | None) -> dict | None:
+    if not res:
+        return None
+    out = {"nano_cpus": res.pop("NanoCPUs", 0), "memory_bytes": res.pop("MemoryBytes", 0), "generic": {}}
+    for item in _items(res, "GenericResources", lambda g: g) or []:
+        discrete = item.pop("DiscreteResourceSpec", None)
+        if discrete:
+            out["generic"][discrete.pop("Kind")] = discrete.pop("Value")
+    return out
+
+
+def _update_config(cfg: dict | None) -> dict | None:
+    if cfg is None:
+        return None
+    out: dict = {}
+    for docker, ours in (("Parallelism", "parallelism"), ("FailureAction", "failure_action"),
+                         ("MaxFailureRatio", "max_failure_ratio"), ("Order", "order")):
+        _set(out, ours, cfg.pop(docker, None))
+    for docker, ours in (("Delay", "delay"), ("Monitor", "monitor")):
+        _set(out, ours, _seconds(cfg.pop(docker, None)))
+    return out
+
+
+def _healthcheck(hc: dict | None) -> dict | None:
+    if hc is None:
+        return None
+    out = {"test": hc.pop("Test", [])}
+    for docker, ours in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start_period"),
+                         ("StartInterval", "start_interval")):
+        _set(out, ours, _seconds(hc.pop(docker, None)))
+    _set(out, "retries", hc.pop("Retries", None))
+    return out
+
+
+def _mount(m: dict) -> dict:
+    out = {"type": m.pop("Type"), "target": m.pop("Target"), "source": m.pop("Source", ""),
+           "read_only": m.pop("ReadOnly", False)}
+    _set(out, "consistency", m.pop("Consistency", None))
+    _set(out, "bind_propagation", _pop(m, "BindOptions", "Propagation"))
+    _set(out, "volume_nocopy", _pop(m, "VolumeOptions", "NoCopy"))
+    _set(out, "volume_labels", _pop(m, "VolumeOptions", "Labels"))
+    _set(out, "volume_driver", _pop(m, "VolumeOptions", "DriverConfig", "Name"))
+    _set(out, "volume_driver_options", _pop(m, "VolumeOptions", "DriverConfig", "Options"))
+    _set(out, "tmpfs_size_bytes", _pop(m, "TmpfsOptions", "SizeBytes"))
+    _set(out, "tmpfs_mode", _pop(m, "TmpfsOptions", "Mode"))
+    return out
+
+
+def _port(p: dict) -> dict:
+    return {"target": p.pop("TargetPort"), "published": p.pop("PublishedPort", 0),
+            "protocol": p.pop("Protocol", "tcp"), "mode": p.pop("PublishMode", "ingress")}
+
+
+def _file_ref(kind: str):
+    def one(ref: dict) -> dict:
+        name = ref.pop(f"{kind}Name")
+        # gap "secret_id": recorded as the name, so it must equal it
+        assert ref.pop(f"{kind}ID") == name, ("secret_id", ref)
+        file = ref.get("File") or {}
+        out = {"source": name, "target": file.pop("Name"), "uid": file.pop("UID"),
+               "gid": file.pop("GID"), "mode": file.pop("Mode")}
+        return out
+    return one
+
+
+def _mode(mode: dict, out: dict) -> dict:
+    """Replicated / Global map; a job mode has no swarmpy field and stays a leftover."""
+    if "Replicated" in mode:
+        out["mode"] = "replicated"
+        _set(out, "replicas", (mode["Replicated"] or {}).get("Replicas"))
+        return {}
+    if "Global" in mode:
+        out["mode"] = "global"
+        return {}
+    return mode
+
+
+def docker_spec_to_swarmpy(raw: dict) -> tuple[dict, dict]:
+    """Docker's service Spec (as `docker service inspect` shows it) -> (swarmpy ServiceSpec fields,
+    the Docker fields left with no swarmpy field).  Units become swarmpy's: nanoseconds -> seconds.
+    A field Docker leaves out is left out, for swarmpy's default to apply."""
+    out: dict = {}
+    # Mode comes from the raw spec: normalise_spec drops the empty {"Global": {}}.
+    left_mode = _mode(raw.get("Mode") or {}, out)
+    spec = golden.normalise_spec(raw)
+    spec.pop("Mode", None)
+    task = spec.setdefault("TaskTemplate", {})
+    c = task.setdefault("ContainerSpec", {})
+    _set(out, "name", spec.pop("Name", None))
+    _set(out, "labels", spec.pop("Labels", None))
+    for docker, ours in (("Image", "image"), ("Args", "command"), ("Command", "entrypoint"), ("Env", "env"),
+                         ("Labels", "container_labels"), ("Hostname", "hostname"), ("Dir", "working_dir"),
+                         ("User", "user"), ("StopSignal", "stop_signal"), ("TTY", "tty"),
+                         ("OpenStdin", "open_stdin"), ("ReadOnly", "read_only"), ("Init", "init"),
+                         ("Hosts", "hosts"), ("Sysctls", "sysctls"), ("CapabilityAdd", "cap_add"),
+                         ("CapabilityDrop", "cap_drop")):
+        _set(out, ours, c.pop(docker, None))
+    for docker, ours in (("Nameservers", "dns_nameservers"), ("Search", "dns_search"),
+                         ("Options", "dns_options")):
+        _set(out, ours, _pop(c, "DNSConfig", docker))
+    _set(out, "ulimits", _items(c, "Ulimits", lambda u: {"name": u.pop("Name"), "soft": u.pop("Soft"),
+                                                         "hard": u.pop("Hard")}))
+    _set(out, "stop_grace_period", _seconds(c.pop("StopGracePeriod", None)))
+    _set(out, "healthcheck", _healthcheck(c.get("Healthcheck")))
+    _set(out, "mounts", _items(c, "Mounts", _mount))
+    _set(out, "secrets", _items(c, "Secrets", _file_ref("Secret")))
+    _set(out, "configs", _items(c, "Configs", _file_ref("Config")))
+    resources = task.get("Resources") or {}
+    _set(out, "limits", _resources(resources.get("Limits")))
+    _set(out, "reservations", _resources(resources.get("Reservations")))
+    policy = task.get("RestartPolicy")
+    if policy is not None:
+        out["restart_policy"] = {}
+        _set(out["restart_policy"], "condition", policy.pop("Condition", None))
+        _set(out["restart_policy"], "max_attempts", policy.pop("MaxAttempts", None))
+        _set(out["restart_policy"], "delay", _seconds(policy.pop("Delay", None)))
+        _set(out["restart_policy"], "window", _seconds(policy.pop("Window", None)))
+    _set(out, "constraints", _pop(task, "Placement", "Constraints"))
+    _set(out, "preferences", _items(task.get("Placement") or {}, "Preferences",
+                                    lambda p: "spread=" + p.pop("Spread").pop("SpreadDescriptor")))
+    _set(out, "max_replicas_per_node", _pop(task, "Placement", "MaxReplicas"))
+    if task.get("LogDriver") is not None:
+        log = task["LogDriver"]
+        out["log_driver"] = {"name": log.pop("Name", ""), "options": log.pop("Options", {})}
+    _set(out, "update_config", _update_config(spec.get("UpdateConfig")))
+    _set(out, "rollback_config", _update_config(spec.get("RollbackConfig")))
+    _set(out, "ports", _items(spec.get("EndpointSpec") or {}, "Ports", _port))
+    left = golden.normalise_spec({**spec, "Mode": left_mode})
+    return out, left
+
+
+# -- the gaps, each predicted exactly --------------------------------------------------------------
+def _is_user_defined(network: str) -> bool:
+    # moby's container.NetworkMode.IsUserDefined: aliases only go on user-defined networks
+    return network not in ("default", "bridge", "host", "none") and not network.startswith("container:")
+
+
+def expected_networks(config: dict, service: str) -> list[dict]:
+    """Gap "networks": the attachments docker's convertServiceNetworks makes for the service."""
+    attached = config["services"][service].get("networks") or {"default": None}
+    out = []
+    for key, attachment in attached.items():
+        top = config["networks"].get(key) or {}
+        target = top.get("name") or f"{golden.STACK}_{key}"
+        aliases = list((attachment or {}).get("aliases") or [])
+        if _is_user_defined(target):
+            aliases.append(service)
+        out.append({"Target": target, "Aliases": aliases})
+    return sorted(out, key=lambda n: n["Target"])
+
+
+def expected_leftovers(config: dict, service: str) -> dict:
+    """The Docker fields with no swarmpy field: exactly the networks and endpoint-mode gaps."""
+    mode = ((config["services"][service].get("deploy") or {}).get("endpoint_mode") or "vip").lower()
+    return golden.normalise_spec({"TaskTemplate": {"Networks": expected_networks(config, service)},
+                                  "EndpointSpec": {"Mode": mode}})
+
+
+def _has_tag(image: str) -> bool:
+    return "@" in image or ":" in image.rsplit("/", 1)[-1]
+
+
+def docker_image_gap(ours: str, docker: str) -> str:
+    """Gap "image_latest": docker's image is ours, or ours + ':latest' when ours has no tag."""
+    expected = ours if _has_tag(ours) else f"{ours}:latest"
+    assert docker == expected, f"image: docker {docker!r}, expected {expected!r} from swarmpy's {ours!r}"
+    return ours
+
+
+# -- comparison ---------------------------------------------------------------------------------------
+def _effective(fields: dict) -> dict:
+    """The spec as the manager stores it: validated, swarmpy's defaults filled, order-free lists sorted."""
+    spec = to_dict(parse_service_spec(fields))
+    for key in ("env", "constraints"):
+        spec[key] = sorted(spec[key])
+    for key in ("secrets", "configs", "ports"):
+        spec[key] = sorted(spec[key], key=lambda item: sorted(item.items()))
+    return spec
+
+
+def differences(where: str, ours: dict, docker: dict) -> list[str]:
+    """One line per differing ServiceSpec field, naming file, service and field."""
+    return [f"{where} {name}: swarmpy {ours[name]!r} != docker {docker[name]!r}"
+            for name in ServiceSpec.__dataclass_fields__ if ours[name] != docker[name]]
+
+
+@functools.cache
+def _golden(name: str) -> dict:
+    return golden.docker_golden(name, raw=True)
+
+
+@functools.cache
+def _loaded(name: str):
+    return load([str(golden.CORPUS_DIR / f"{name}.yml")], env=_golden(name)["env"])
+
+
+@functools.cache
+def _plan(name: str) -> StackPlan:
+    return convert(_loaded(name), golden.STACK)
+
+
+def _cases() -> list:
+    return [pytest.param(name, svc, id=f"{name}:{svc}")
+            for name in golden.positive_names() if name not in REFUSED
+            for svc in sorted(_golden(name)["services"])]
+
+
+def test_the_corpus_is_covered():
+    names = golden.positive_names()
+    assert len(names) == 20
+    assert set(REFUSED) <= set(names)
+    assert set(REFUSED.values()) <= set(GAPS)
+    assert len(_cases()) > 60
+
+
+@pytest.mark.parametrize("name", [n for n in golden.positive_names() if n not in REFUSED])
+def test_the_same_services(name):
+    assert sorted(s["name"] for s in _plan(name).services) == sorted(_golden(name)["services"])
+
+
+@pytest.mark.parametrize("name,service", _cases())
+def test_service_matches_docker(name, service):
+    ours = next(s for s in _plan(name).services if s["name"] == service)
+    fields, left = docker_spec_to_swarmpy(_golden(name)["services"][service])
+    key = service[len(golden.STACK) + 1:]
+    assert left == expected_leftovers(_loaded(name).config, key), \
+        f"{name} {service}: docker fields with no swarmpy field beyond the listed gaps"
+    fields["image"] = docker_image_gap(ours["image"], fields["image"])
+    problems = differences(f"{name} {service}", _effective(ours), _effective(fields))
+    assert not problems, "\n".join(problems)
+
+
+def test_swarm_cronjob_job_is_refused_as_a_job():
+    """Gap "jobs": docker made a ReplicatedJob; swarmpy refuses the mode by name."""
+    mode = _golden("swarm-cronjob-job")["services"]["corpus_test"]["Mode"]
+    assert mode == {"ReplicatedJob": {"MaxConcurrent": 0, "TotalCompletions": 0}}
+    with pytest.raises(StackFileError, match=r"services\.test\.deploy\.mode: 'replicated-job' is not "
+                                             r"supported by swarmpy"):
+        convert(_loaded("swarm-cronjob-job"), golden.STACK)
+
+
+@pytest.mark.parametrize("name", [n for n in golden.positive_names() if n not in REFUSED])
+def test_warnings_are_dockers_plus_the_listed_gaps(name):
+    ours = _plan(name).warnings
+    swarmpy_only = [w for w in ours if w.startswith(("Ignoring networks:", "Ignoring endpoint_mode"))]
+    assert [w for w in ours if w not in swarmpy_only] == _golden(name)["deploy_warnings"]
+    config = _loaded(name).config
+    # gap "networks": said whenever the file names networks
+    uses_networks = bool(config["networks"]) or any(s.get("networks") for s in config["services"].values())
+    assert any(w.startswith("Ignoring networks:") for w in ours) == uses_networks
+    # gap "endpoint_mode": said for each service that sets one
+    modes = sorted(k for k, s in config["services"].items() if (s.get("deploy") or {}).get("endpoint_mode"))
+    assert [w for w in ours if w.startswith("Ignoring endpoint_mode")] == (
+        [f"Ignoring endpoint_mode of {', '.join(modes)}: swarmpy has no overlay networks yet, "
+         "so no virtual IPs or DNS round-robin"] if modes else [])
+
+
+# -- secrets and configs --------------------------------------------------------------------------
+def _objects(plan: StackPlan, kind: str) -> dict:
+    return {obj["name"]: obj for obj in getattr(plan, kind)}
+
+
+@pytest.mark.parametrize("name", [n for n in golden.positive_names() if n not in REFUSED])
+def test_created_secrets_and_configs_match_docker(name):
+    gold = _golden(name)
+    plan = _plan(name)
+    config = _loaded(name).config
+    for kind in ("secrets", "configs"):
+        ours = _objects(plan, kind)
+        created = {n: o for n, o in ours.items() if not o.get("external")}
+        external = sorted(n for n, o in ours.items() if o.get("external"))
+        assert sorted(created) == sorted(gold[kind]), f"{name} {kind}"
+        assert external == sorted(gold["external"].get(kind, [])), f"{name} external {kind}"
+        for obj_name, obj in created.items():
+            assert set(obj) == {"name", "labels", "data"}, (name, obj_name)
+            assert obj["labels"] == gold[kind][obj_name].get("Labels", {}), (name, kind, obj_name)
+            data = base64.b64decode(obj["data"])
+            key = next(k for k, v in config[kind].items() if (v.get("name") or f"corpus_{k}") == obj_name)
+            assert data == Path(config[kind][key]["file"]).read_bytes(), (name, kind, obj_name)
+            if kind == "configs":       # the API returns a config's data; never a secret's
+                assert data.decode() == gold[kind][obj_name]["Data"], (name, obj_name)
+        for obj in ours.values():
+            if obj.get("external"):
+                assert obj == {"name": obj["name"], "external": True}
+
+
+def test_the_corpus_has_file_and_external_secrets_and_configs():
+    assert _objects(_plan("secrets-sample"), "secrets")        # file secrets
+    assert _objects(_plan("atsea"), "secrets")                 # external secrets
+    assert _objects(_plan("swarmprom"), "configs")             # file configs
