@@ -24,6 +24,7 @@ from swarmpy.manager.httpapi import HttpApi
 from swarmpy.manager.orchestrator.orchestrator import Orchestrator
 from swarmpy.manager.rolemanager import RoleManager
 from swarmpy.manager.scheduler.scheduler import Scheduler
+from swarmpy.manager.secrets import Sealer
 from swarmpy.manager.taskreaper import TaskReaper
 from swarmpy.models import now
 from swarmpy.spec import SpecError
@@ -90,9 +91,10 @@ class Daemon:
                                   derive_raft_password(cfg.cluster_secret))
         await self.store.wait_ready(timeout=START_TIMEOUT_S)
         await self._ensure_cluster()
-        self.control = ControlAPI(self.store)
+        sealer = Sealer(cfg.cluster_secret)
+        self.control = ControlAPI(self.store, sealer)
         self.dispatcher = Dispatcher(self.store, cfg.heartbeat_period, CAServer(self.store, cfg),
-                                     cfg.cluster_secret)
+                                     cfg.cluster_secret, sealer)
         # Node traffic is mutual TLS: a node presents its certificate from the cluster's CA;
         # without one, a connection may only fetch the CA or join with a token.
         await self.dispatcher.start(cfg.listen_host, cfg.port, ssl=tls.node_server_context(node_tls))

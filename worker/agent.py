@@ -12,6 +12,7 @@ from swarmpy import ca, defaults, log
 from swarmpy.config import split_addr
 from swarmpy.models import TaskState
 from swarmpy.rpc import Channel, ChannelClosed
+from worker import taskfiles
 from worker.controller import TaskController
 from worker.engine import LABEL_TASK, Engine
 from worker.resources import NodeResources
@@ -114,6 +115,7 @@ class Agent:
             await asyncio.gather(*(self.engine.call(self.engine.remove, c["Id"]) for c in containers))
             removed.update(c["Id"] for c in containers)
             await asyncio.sleep(0.2)
+        taskfiles.remove_node(self.node_id)
         return len(removed)
 
     # -- the session ------------------------------------------------------------------

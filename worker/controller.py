@@ -11,7 +11,7 @@ from docker.errors import DockerException
 
 from swarmpy import defaults
 from swarmpy.models import TaskState as S
-from worker import dockerargs
+from worker import dockerargs, taskfiles
 from worker.engine import (ImageUnavailable, LABEL_NODE, LABEL_SERVICE_ID, LABEL_SERVICE_NAME,
                            LABEL_SLOT, LABEL_TASK)
 from worker.resources import GPU_KIND
@@ -95,6 +95,7 @@ class TaskController:
         await asyncio.gather(self._runner, return_exceptions=True)
         if self.container_id:
             await self.agent.engine.call(self.agent.engine.remove, self.container_id)
+        taskfiles.remove(self.agent.node_id, self.id)
 
     # -- the state machine ---------------------------------------------------------
     def _report(self, state: S, message: str, err: str = "", exit_code: int | None = None) -> None:
@@ -107,7 +108,7 @@ class TaskController:
             self._changed.clear()
             try:
                 await self._step()
-            except ImageUnavailable as exc:
+            except (ImageUnavailable, taskfiles.MissingFile) as exc:
                 self._report(S.REJECTED, "preparing failed", err=str(exc))
             except DockerException as exc:
                 self._stop_health()
@@ -210,6 +211,9 @@ class TaskController:
                        LABEL_SLOT: str(task["slot"] if task.get("slot") is not None else "")})
         assigned = task.get("assigned_generic") or {}
         gpu_ids = [g for g in assigned.get(GPU_KIND, []) if g in self.agent.nvml_gpu_ids]
+        files = taskfiles.write(self.agent.node_id, task)
+        if files:
+            spec = dict(spec, mounts=list(spec.get("mounts") or []) + files)
         return {"name": container_name(task), "image": spec["image"], "command": spec.get("command", []),
                 "env": list(spec.get("env", [])) + resource_env(assigned), "labels": labels,
                 "limits": spec.get("limits", {}), "reservations": spec.get("reservations", {}),

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from swarmpy import defaults
-from swarmpy.cli import node, service, stack, swarm
+from swarmpy.cli import node, secret, service, stack, swarm
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.tls import TLSFiles
 from swarmpy.cli.parser import USAGE_EXIT, Parser, UsageError
@@ -180,6 +180,24 @@ def build_parser() -> Parser:
     p = services.add_parser("rm", aliases=["remove"])
     p.add_argument("services", nargs="+")
     p.set_defaults(func=service.rm)
+
+    for kind in ("secret", "config"):
+        objects = sub.add_parser(kind, help=f"manage {kind}s").add_subparsers(dest="sub", required=True,
+                                                                           parser_class=Parser)
+        p = objects.add_parser("create", help=f"create a {kind} from a file or - (stdin)")
+        p.add_argument("-l", "--label", action="append", default=[])
+        p.add_argument("name")
+        p.add_argument("file")
+        p.set_defaults(func=secret.create, kind=kind)
+        p = objects.add_parser("ls", aliases=["list"])
+        _common(p, quiet=True, fmt=True)
+        p.set_defaults(func=secret.ls, kind=kind)
+        p = objects.add_parser("inspect")
+        p.add_argument("names", nargs="+")
+        p.set_defaults(func=secret.inspect, kind=kind)
+        p = objects.add_parser("rm", aliases=["remove"])
+        p.add_argument("names", nargs="+")
+        p.set_defaults(func=secret.rm, kind=kind)
 
     stacks = sub.add_parser("stack", help="manage compose stacks").add_subparsers(dest="sub", required=True,
                                                                                  parser_class=Parser)

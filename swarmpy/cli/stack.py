@@ -39,11 +39,12 @@ def deploy(args) -> int:
     for warning in plan.warnings:
         print(warning, file=sys.stderr)
     client = Client(args.host)
-    result = client.call("POST", "/stacks", body={"name": args.stack, "services": plan.services,
-                                                   "prune": args.prune})
+    result = client.call("POST", "/stacks", body={
+        "name": args.stack, "services": plan.services, "prune": args.prune,
+        "secrets": getattr(plan, "secrets", []), "configs": getattr(plan, "configs", [])})
     for verb, key in (("Creating", "created"), ("Updating", "updated"), ("Removing", "removed")):
-        for name in result[key]:
-            print(f"{verb} service {name}")
+        for what in result[key]:
+            print(f"{verb} {what}")
     if not detach:
         wait_converged(client, [s["name"] for s in plan.services])
     return 0
@@ -141,6 +142,6 @@ def rm(args) -> int:
     client = Client(args.host)
     for stack in args.stacks:
         result = client.call("DELETE", f"/stacks/{stack}")
-        for name in result["removed"]:
-            print(f"Removing service {name}")
+        for what in result["removed"]:
+            print(f"Removing {what}")
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy import ca
+from swarmpy.manager import secrets
 from swarmpy.manager.orchestrator import updater
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
 from swarmpy.models import TaskState, new_service, now, to_dict
@@ -60,8 +61,9 @@ def removal_ops(store: ClusterStore, service: dict) -> list[dict]:
 
 
 class ControlAPI:
-    def __init__(self, store: ClusterStore) -> None:
+    def __init__(self, store: ClusterStore, sealer: secrets.Sealer | None = None) -> None:
         self.store = store
+        self.sealer = sealer
 
     # -- services -------------------------------------------------------------------
     def service(self, ref: str) -> dict:
@@ -73,8 +75,9 @@ class ControlAPI:
         if self.store.by_name("services", spec.name) is not None:
             raise ExistsError(f"name conflicts with an existing object: service {spec.name} already exists")
         service = new_service(spec)
+        checks = secrets.reference_checks(self.store, service["spec"])
         try:
-            await self.store.commit([{"op": "create", "kind": "services", "obj": service}])
+            await self.store.commit(checks + [{"op": "create", "kind": "services", "obj": service}])
         except ExistsError:
             raise ExistsError(f"name conflicts with an existing object: service {spec.name} already exists")
         return self.store.get("services", service["id"])
@@ -90,8 +93,9 @@ class ControlAPI:
         if spec.mode != current["spec"]["mode"]:
             raise ConflictError(f"service mode change is not allowed (service {spec.name} is "
                                 f"{current['spec']['mode']})")
-        await self.store.commit([{"op": "update", "kind": "services", "obj": respecified(self.store, current, to_dict(spec)),
-                                  "expect": version}])
+        new = to_dict(spec)
+        await self.store.commit(secrets.reference_checks(self.store, new) + [
+            {"op": "update", "kind": "services", "obj": respecified(self.store, current, new), "expect": version}])
         return self.store.get("services", current["id"])
 
     async def rollback_service(self, ref: str) -> dict:
@@ -123,6 +127,31 @@ class ControlAPI:
         else:
             desired = service["spec"]["replicas"]
         return {"running": running, "desired": desired}
+
+    # -- secrets and configs ------------------------------------------------------------
+    def _object(self, kind: str, ref: str) -> dict:
+        key = secrets.KINDS[kind]
+        return resolve(self.store.list(key), ref, kind, lambda name: self.store.by_name(key, name))
+
+    async def create_object(self, kind: str, body) -> dict:
+        obj = secrets.new_object(kind, body, self.sealer)
+        try:
+            await self.store.commit([{"op": "create", "kind": secrets.KINDS[kind], "obj": obj}])
+        except ExistsError:
+            raise ExistsError(f"rpc error: code = AlreadyExists desc = {kind} {obj['spec']['name']} "
+                              "already exists") from None
+        return secrets.public(self.store.get(secrets.KINDS[kind], obj["id"]))
+
+    def list_objects(self, kind: str) -> list[dict]:
+        return [secrets.public(o) for o in self.store.list(secrets.KINDS[kind])]
+
+    def inspect_object(self, kind: str, ref: str) -> dict:
+        return secrets.public(self._object(kind, ref))
+
+    async def remove_object(self, kind: str, ref: str) -> str:
+        obj = self._object(kind, ref)
+        await self.store.commit([secrets.removal_op(self.store, kind, obj)])
+        return obj["id"]
 
     # -- tasks and nodes -------------------------------------------------------------
     def list_tasks(self, service: str | None = None, node: str | None = None,

@@ -18,6 +18,7 @@ from raft.store import ClusterStore
 from swarmpy import ca, defaults, log
 from swarmpy.config import raft_to_cluster_addr
 from swarmpy.manager.caserver import manager_addrs, root_ca
+from swarmpy.manager.secrets import Sealer, task_files
 from swarmpy.models import TaskState, now, status_patch
 from swarmpy.rpc import Channel, ChannelClosed
 
@@ -44,8 +45,9 @@ class Session:
 
 class Dispatcher:
     def __init__(self, store: ClusterStore, heartbeat_period: float = defaults.HEARTBEAT_PERIOD_S,
-                 ca_server=None, cluster_secret: str = "") -> None:
+                 ca_server=None, cluster_secret: str = "", sealer: Sealer | None = None) -> None:
         self.store = store
+        self.sealer = sealer
         self.ca_server = ca_server
         self.cluster_secret = cluster_secret      # handed to nodes promoted to manager
         self.heartbeat_period = heartbeat_period
@@ -240,7 +242,15 @@ class Dispatcher:
         if fingerprint == session.fingerprint:
             return
         session.fingerprint = fingerprint
-        await session.channel.send({"type": "assignments", "tasks": [agent_view(t) for t in tasks]})
+        await session.channel.send({"type": "assignments", "tasks": [self._agent_view(t) for t in tasks]})
+
+    def _agent_view(self, task: dict) -> dict:
+        """A task as its node needs it: with the data of its secrets and configs, which
+        go to the nodes that run tasks naming them, and only while the task should run."""
+        view = agent_view(task)
+        if self.sealer is not None and task["desired_state"] <= TaskState.RUNNING:
+            view["files"] = task_files(self.store, self.sealer, task)
+        return view
 
     # -- roles and certificates -----------------------------------------------------------
     def _grantable_role(self, node_id: str) -> str | None:

@@ -6,6 +6,7 @@ the underlying error; malformed JSON is a 400 that names the problem.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import TYPE_CHECKING
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from raft.errors import StoreError
 from swarmpy import ca, defaults, log
-from swarmpy.manager import stacks
+from swarmpy.manager import secrets, stacks
 from swarmpy.models import task_name
 from swarmpy.spec import SpecError
 
@@ -137,6 +138,11 @@ class HttpApi:
         r.add_get(f"{V}/services/{{ref}}/logs", self.service_logs)
         r.add_get(f"{V}/tasks", self.tasks)
         r.add_post(f"{V}/stacks", self.deploy_stack)
+        for kind in secrets.KINDS:
+            r.add_get(f"{V}/{kind}s", functools.partial(self.list_objects, kind))
+            r.add_post(f"{V}/{kind}s", functools.partial(self.create_object, kind))
+            r.add_get(f"{V}/{kind}s/{{ref}}", functools.partial(self.inspect_object, kind))
+            r.add_delete(f"{V}/{kind}s/{{ref}}", functools.partial(self.remove_object, kind))
         r.add_delete(f"{V}/stacks/{{name}}", self.remove_stack)
         r.add_post(f"{V}/leave", self.leave)
         r.add_get(f"{V}/events", self.events)
@@ -204,12 +210,26 @@ class HttpApi:
     async def remove_service(self, request):
         return web.json_response({"id": await self.control.remove_service(request.match_info["ref"])})
 
+    async def list_objects(self, kind: str, request):
+        return web.json_response(self.control.list_objects(kind))
+
+    async def create_object(self, kind: str, request):
+        obj = await self.control.create_object(kind, await _json_body(request))
+        return web.json_response(obj, status=201)
+
+    async def inspect_object(self, kind: str, request):
+        return web.json_response(self.control.inspect_object(kind, request.match_info["ref"]))
+
+    async def remove_object(self, kind: str, request):
+        return web.json_response({"id": await self.control.remove_object(kind, request.match_info["ref"])})
+
     async def deploy_stack(self, request):
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise SpecError("stack", "the body must be a JSON object with name, services and prune")
-        result = await stacks.deploy(self.daemon.store, body.get("name"), body.get("services"),
-                                     prune=bool(body.get("prune")))
+        result = await stacks.deploy(self.daemon.store, self.control.sealer, body.get("name"),
+                                     body.get("services"), prune=bool(body.get("prune")),
+                                     objects={k: body.get(k) for k in ("secrets", "configs")})
         return web.json_response(result)
 
     async def remove_stack(self, request):
