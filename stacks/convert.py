@@ -109,19 +109,8 @@ def _file_refs(service: str, kind: str, refs: list[dict], declared: dict, namesp
         targets.add(target)
         out.append({"source": name, "target": target, "uid": str(ref.get("uid") or "0"),
                     "gid": str(ref.get("gid") or "0"),
-                    "mode": _file_mode(f"services.{service}.{kind}s", ref.get("mode"))})
+                    "mode": 0o444 if ref.get("mode") is None else int(ref["mode"])})
     return out
-
-
-def _file_mode(where: str, mode) -> int:
-    if mode is None:
-        return 0o444
-    if isinstance(mode, str):       # compose-spec allows an octal string ("0440")
-        try:
-            return int(mode, 8)
-        except ValueError:
-            raise StackFileError(f"{where}.mode: {mode!r} is not an octal file mode") from None
-    return int(mode)
 
 
 def scoped(namespace: str, name: str) -> str:
@@ -173,6 +162,7 @@ def _service(name: str, svc: dict, config: dict, namespace: str) -> dict:
             spec[f"{kind}s"] = _file_refs(name, kind, svc[f"{kind}s"], config.get(f"{kind}s") or {}, namespace)
     _check_networks(name, svc, config)
     _deploy(spec, where, deploy, svc)
+    _check_endpoint_mode(where, deploy.get("endpoint_mode"), spec.get("ports") or [])
     return spec
 
 
@@ -184,6 +174,18 @@ def _check_networks(name: str, svc: dict, config: dict) -> None:
         if network not in declared and network != "default":
             raise StackFileError(f'service {name}: undefined network "{network}"',
                                  path=("services", name, "networks"))
+
+
+def _check_endpoint_mode(where: str, mode: str | None, ports: list[dict]) -> None:
+    # swarmpy ignores endpoint_mode (a warning says so), but refuses what docker's engine
+    # refuses (swarmkit's validateEndpointSpec), so that a file that fails there fails here too.
+    mode = (mode or "vip").lower()       # docker lower-cases it (convertEndpointSpec)
+    if mode not in ("vip", "dnsrr"):
+        raise StackFileError(f"{where}.deploy.endpoint_mode: invalid resolution mode {mode!r}; "
+                             "use vip or dnsrr")
+    if mode == "dnsrr" and any(p["mode"] == "ingress" for p in ports):
+        raise StackFileError(f"{where}.deploy.endpoint_mode: EndpointSpec: port published with ingress "
+                             "mode can't be used with dnsrr mode")
 
 
 def _deploy(spec: dict, where: str, deploy: dict, svc: dict) -> None:

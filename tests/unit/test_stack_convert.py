@@ -23,7 +23,7 @@ import pytest
 
 from stacks.convert import StackPlan, convert
 from stacks.errors import StackFileError
-from stacks.loader import load
+from stacks.loader import load, load_text
 from swarmpy.models import ServiceSpec, to_dict
 from swarmpy.spec import parse_service_spec
 
@@ -388,3 +388,167 @@ def test_the_corpus_has_file_and_external_secrets_and_configs():
     assert _objects(_plan("secrets-sample"), "secrets")        # file secrets
     assert _objects(_plan("atsea"), "secrets")                 # external secrets
     assert _objects(_plan("swarmprom"), "configs")             # file configs
+
+
+# -- negative corpus files -----------------------------------------------------------------------
+NEGATIVE = {
+    # name: (where swarmpy refuses it, what its message and docker's both name, the difference or None)
+    "bad-interpolation": ("load", None, None),          # None: the same text as docker's
+    "required-variable": ("load", None, None),
+    "version-mismatch": ("load", None, None),
+    "volumes-from": ("load", None, None),
+    "undefined-network": ("convert", None, None),
+    "undefined-secret": ("convert", None, None),
+    "typo-key": ("load", ("services.web.deploy", "replica", "is not allowed"),
+                 "swarmpy's schema messages quote the key, list the allowed ones and suggest the "
+                 "nearest (docker: 'services.web.deploy Additional property replica is not allowed')"),
+    "wrong-type": ("load", ("services.web.deploy.replicas", "integer"),
+                   "docker says 'must be a integer' (sic); swarmpy 'must be an integer (got \"two\")'"),
+    "replicas-global": ("convert", ("agent", "replicas can only be used with replicated"),
+                        "swarmpy has no replicated-job mode, so its text (docker 20.10's) does not offer "
+                        "it, and it names the key services.agent.deploy.replicas"),
+    "dnsrr-ingress": ("convert", ("web", "port published with ingress mode can't be used with dnsrr mode"),
+                      "docker's engine refuses it at service create; swarmpy has no endpoint spec, so "
+                      "its converter refuses it, naming services.web.deploy.endpoint_mode"),
+}
+
+
+def _negative_files(name: str) -> list[str]:
+    files = [golden.NEGATIVE_DIR / f"{name}.yml", golden.NEGATIVE_DIR / f"{name}.override.yml"]
+    return [str(f) for f in files if f.exists()]
+
+
+def _recording_env() -> dict:
+    # every golden repeats record_golden.py's ENV, the only variables docker's CLI saw
+    return _golden(golden.positive_names()[0])["env"]
+
+
+def test_every_negative_file_is_listed():
+    assert sorted(NEGATIVE) == golden.negative_names()
+
+
+@pytest.mark.parametrize("name", sorted(NEGATIVE))
+def test_negative_file_fails_as_in_docker(name):
+    stage, shared, difference = NEGATIVE[name]
+    docker = golden.docker_error(name)
+    assert docker["deploy"]["status"] != 0
+    # `docker stack config` only loads: what it accepts must load here too and fail in convert
+    assert (docker["config"]["status"] != 0) == (stage == "load"), name
+    loaded = None
+    with pytest.raises(StackFileError) as caught:
+        loaded = load(_negative_files(name), env=_recording_env())
+        convert(loaded, golden.STACK)
+    assert (loaded is None) == (stage == "load"), f"{name}: expected to fail in {stage}"
+    ours, theirs = caught.value.detail, docker["deploy"]["message"]
+    if shared is None:
+        assert ours == theirs
+    else:
+        assert difference
+        for text in shared:
+            assert text in ours and text in theirs, (name, text, ours, theirs)
+
+
+# -- secrets and configs: docker's rules one by one -----------------------------------------------
+def _convert_text(text: str, tmp_path: Path, files: dict | None = None) -> StackPlan:
+    for name, data in (files or {}).items():
+        (tmp_path / name).write_bytes(data)
+    return convert(load_text([("stack.yml", text)], env={}, working_dir=str(tmp_path)), "st")
+
+
+SECRETS_STACK = """
+version: "3.8"
+services:
+  web:
+    image: nginx:1.25
+    secrets:
+      - db
+      - source: api
+        target: api_key
+        uid: "100"
+        gid: "101"
+        mode: 0400
+      - outside
+    configs:
+      - site
+      - source: fixed
+        target: /etc/nginx/nginx.conf
+secrets:
+  db:
+    file: ./db.txt
+    labels: [team=data]
+  api:
+    file: ./api.txt
+    name: my-api-key
+  outside:
+    external: true
+    name: prod_outside
+  unused:
+    file: ./db.txt
+configs:
+  site:
+    file: site.conf
+  fixed:
+    external: true
+"""
+
+
+def test_secrets_and_configs_become_objects_and_refs(tmp_path):
+    plan = _convert_text(SECRETS_STACK, tmp_path, {"db.txt": b"pw\n", "api.txt": b"\x00\xffkey",
+                                                   "site.conf": b"server {}"})
+    ns = {"com.docker.stack.namespace": "st"}
+    assert plan.secrets == [
+        {"name": "my-api-key", "labels": ns, "data": base64.b64encode(b"\x00\xffkey").decode()},
+        {"name": "st_db", "labels": {"team": "data", **ns}, "data": base64.b64encode(b"pw\n").decode()},
+        {"name": "prod_outside", "external": True},
+        {"name": "st_unused", "labels": ns, "data": base64.b64encode(b"pw\n").decode()},   # docker creates it too
+    ]
+    assert plan.configs == [{"name": "fixed", "external": True},
+                            {"name": "st_site", "labels": ns, "data": base64.b64encode(b"server {}").decode()}]
+    web = plan.services[0]
+    assert web["secrets"] == [
+        {"source": "st_db", "target": "db", "uid": "0", "gid": "0", "mode": 0o444},
+        {"source": "my-api-key", "target": "api_key", "uid": "100", "gid": "101", "mode": 0o400},
+        {"source": "prod_outside", "target": "outside", "uid": "0", "gid": "0", "mode": 0o444}]
+    assert web["configs"] == [
+        {"source": "st_site", "target": "site", "uid": "0", "gid": "0", "mode": 0o444},
+        {"source": "fixed", "target": "/etc/nginx/nginx.conf", "uid": "0", "gid": "0", "mode": 0o444}]
+    parsed = parse_service_spec(web)           # the manager takes them as they are
+    assert [r.source for r in parsed.secrets] == ["st_db", "my-api-key", "prod_outside"]
+
+
+@pytest.mark.parametrize("kind", ["secret", "config"])
+def test_an_undefined_reference_is_dockers_error(kind, tmp_path):
+    text = f"version: '3.8'\nservices:\n  web:\n    image: nginx\n    {kind}s: [nope]\n"
+    with pytest.raises(StackFileError) as caught:
+        _convert_text(text, tmp_path)
+    assert str(caught.value) == f'service web: undefined {kind} "nope"'
+
+
+def test_two_refs_with_one_target_is_dockers_error(tmp_path):
+    text = ("version: '3.8'\nservices:\n  web:\n    image: nginx\n    secrets:\n      - a\n"
+            "      - {source: b, target: a}\nsecrets:\n  a: {external: true}\n  b: {external: true}\n")
+    with pytest.raises(StackFileError, match="^service web: duplicate secret target for b not allowed$"):
+        _convert_text(text, tmp_path)
+
+
+def test_a_secret_from_the_environment_is_refused_clearly(tmp_path):
+    # compose-spec (no version:) allows `environment:`; docker's stack deploy has no such source
+    text = "services:\n  web:\n    image: nginx\n    secrets: [token]\nsecrets:\n  token:\n    environment: TOKEN\n"
+    with pytest.raises(StackFileError, match=r"^secrets\.token\.environment: a secret from an environment "
+                                             r"variable is not supported by stack deploy; use file: or "
+                                             r"external: true$"):
+        _convert_text(text, tmp_path)
+
+
+def test_a_missing_file_is_gos_open_error(tmp_path):
+    text = "version: '3.8'\nservices:\n  web:\n    image: nginx\nconfigs:\n  c:\n    file: ./gone.conf\n"
+    with pytest.raises(StackFileError) as caught:
+        _convert_text(text, tmp_path)
+    assert str(caught.value) == f"configs.c.file: open {tmp_path}/gone.conf: no such file or directory"
+
+
+def test_a_secret_driver_is_refused(tmp_path):
+    text = "version: '3.8'\nservices:\n  web:\n    image: nginx\nsecrets:\n  s:\n    driver: vault\n"
+    with pytest.raises(StackFileError, match=r"^secrets\.s\.driver: secret drivers are not supported"):
+        _convert_text(text, tmp_path)
+
