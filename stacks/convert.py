@@ -156,12 +156,12 @@ def _service(name: str, svc: dict, config: dict, namespace: str) -> dict:
     if svc.get("ports"):
         spec["ports"] = [_port(p) for p in svc["ports"]]
     if svc.get("volumes"):
-        spec["mounts"] = [_mount(f"{where}.volumes", v, config, namespace) for v in svc["volumes"]]
+        spec["mounts"] = [_mount(name, v, config, namespace) for v in svc["volumes"]]
     for kind in ("secret", "config"):
         if svc.get(f"{kind}s"):
             spec[f"{kind}s"] = _file_refs(name, kind, svc[f"{kind}s"], config.get(f"{kind}s") or {}, namespace)
     _check_networks(name, svc, config)
-    _deploy(spec, where, deploy, svc)
+    _deploy(spec, name, deploy, svc)
     _check_endpoint_mode(where, deploy.get("endpoint_mode"), spec.get("ports") or [])
     return spec
 
@@ -188,11 +188,14 @@ def _check_endpoint_mode(where: str, mode: str | None, ports: list[dict]) -> Non
                              "mode can't be used with dnsrr mode")
 
 
-def _deploy(spec: dict, where: str, deploy: dict, svc: dict) -> None:
-    mode = deploy.get("mode", "replicated")
-    if mode not in ("replicated", "global"):
+def _deploy(spec: dict, service: str, deploy: dict, svc: dict) -> None:
+    where = f"services.{service}"
+    mode = deploy.get("mode") or "replicated"
+    if mode in ("replicated-job", "global-job"):
         raise StackFileError(f"{where}.deploy.mode: {mode!r} is not supported by swarmpy yet; "
                              "use replicated or global")
+    if mode not in ("replicated", "global"):
+        raise StackFileError(f"service {service}: Unknown mode: {mode}")  # docker's text
     spec["mode"] = mode
     if deploy.get("replicas") is not None:
         if mode == "global":
@@ -209,7 +212,7 @@ def _deploy(spec: dict, where: str, deploy: dict, svc: dict) -> None:
     spec["limits"] = _resources(f"{where}.deploy.resources.limits", resources.get("limits") or {})
     spec["reservations"] = _resources(f"{where}.deploy.resources.reservations",
                                       resources.get("reservations") or {})
-    policy = _restart_policy(f"{where}.deploy.restart_policy", deploy.get("restart_policy"), svc.get("restart"))
+    policy = _restart_policy(service, deploy.get("restart_policy"), svc.get("restart"))
     if policy:
         spec["restart_policy"] = policy
     for key in ("update_config", "rollback_config"):
@@ -233,9 +236,10 @@ def _resources(where: str, res: dict) -> dict:
     return out
 
 
-def _restart_policy(where: str, policy: dict | None, restart_key: str | None) -> dict | None:
-    if policy:
-        out = {"condition": policy.get("condition", "any")}
+def _restart_policy(service: str, policy: dict | None, restart_key: str | None) -> dict | None:
+    where = f"services.{service}.deploy.restart_policy"
+    if policy is not None:
+        out = {"condition": policy.get("condition") or "any"}
         for key in ("delay", "window"):
             if policy.get(key) is not None:
                 out[key] = _seconds(f"{where}.{key}", policy[key])
@@ -246,7 +250,9 @@ def _restart_policy(where: str, policy: dict | None, restart_key: str | None) ->
         return None
     # The deprecated service-level `restart:` still counts when deploy.restart_policy is absent.
     name, _, attempts = restart_key.partition(":")
-    condition = _RESTART_KEY.get(name)
+    if name not in _RESTART_KEY:
+        raise StackFileError(f"service {service}: unknown restart policy: {restart_key}")  # docker's text
+    condition = _RESTART_KEY[name]
     if condition is None:
         return None
     out = {"condition": condition}
@@ -285,13 +291,18 @@ def _port(port: dict) -> dict:
             "protocol": port.get("protocol", "tcp"), "mode": port.get("mode", "ingress")}
 
 
-def _mount(where: str, vol: dict, config: dict, namespace: str) -> dict:
+def _mount(service: str, vol: dict, config: dict, namespace: str) -> dict:
+    where = f"services.{service}.volumes"
     kind = vol.get("type", "volume")
     mount = {"type": kind, "target": vol["target"], "read_only": bool(vol.get("read_only"))}
+    if vol.get("consistency"):
+        mount["consistency"] = vol["consistency"]
     source = vol.get("source") or ""
     if kind == "volume":
-        mount.update(_volume_source(where, source, config, namespace))
-        mount["volume_nocopy"] = bool((vol.get("volume") or {}).get("nocopy"))
+        mount.update(_volume_source(service, source, config, namespace))
+        # docker drops volume options (nocopy) for an anonymous volume (handleVolumeToMount)
+        if source:
+            mount["volume_nocopy"] = bool((vol.get("volume") or {}).get("nocopy"))
     elif kind == "bind":
         mount["source"] = source
         propagation = (vol.get("bind") or {}).get("propagation")
@@ -307,12 +318,12 @@ def _mount(where: str, vol: dict, config: dict, namespace: str) -> dict:
     return mount
 
 
-def _volume_source(where: str, source: str, config: dict, namespace: str) -> dict:
+def _volume_source(service: str, source: str, config: dict, namespace: str) -> dict:
     if not source:      # anonymous volume
         return {"source": ""}
     declared = (config.get("volumes") or {})
     if source not in declared:
-        raise StackFileError(f"{where}: undefined volume {source!r}; declare it under the top-level volumes")
+        raise StackFileError(f'service {service}: undefined volume "{source}"')     # docker's text
     top = declared[source] or {}
     if top.get("external"):
         return {"source": top.get("name") or source}

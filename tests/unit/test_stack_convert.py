@@ -552,3 +552,38 @@ def test_a_secret_driver_is_refused(tmp_path):
     with pytest.raises(StackFileError, match=r"^secrets\.s\.driver: secret drivers are not supported"):
         _convert_text(text, tmp_path)
 
+
+
+# -- docker's texts and quirks the corpus does not reach ------------------------------------------
+def _one_service(tmp_path: Path, body: str, top: str = "") -> dict:
+    text = f"version: '3.8'\nservices:\n  web:\n    image: nginx\n{body}{top}"
+    return _convert_text(text, tmp_path).services[0]
+
+
+@pytest.mark.parametrize("body,message", [
+    ("    deploy: {mode: daemon}\n", "service web: Unknown mode: daemon"),
+    ("    restart: sometimes\n", "service web: unknown restart policy: sometimes"),
+    ("    volumes: ['data:/data']\n", 'service web: undefined volume "data"'),
+])
+def test_dockers_texts(tmp_path, body, message):
+    with pytest.raises(StackFileError) as caught:
+        _one_service(tmp_path, body)
+    assert str(caught.value) == message
+
+
+def test_the_restart_key_counts_without_a_restart_policy(tmp_path):
+    assert _one_service(tmp_path, "    restart: on-failure:3\n")["restart_policy"] == \
+        {"condition": "on-failure", "max_attempts": 3}
+    assert _one_service(tmp_path, "    restart: unless-stopped\n")["restart_policy"] == {"condition": "any"}
+    assert "restart_policy" not in _one_service(tmp_path, "    restart: 'no'\n")    # swarm's default
+    # an empty deploy.restart_policy is still a policy: the key is not read (docker's order)
+    assert _one_service(tmp_path, "    restart: 'no'\n    deploy: {restart_policy: {}}\n")["restart_policy"] == \
+        {"condition": "any"}
+
+
+def test_anonymous_volumes_lose_volume_options_as_in_docker(tmp_path):
+    mounts = _one_service(tmp_path, "    volumes:\n      - {type: volume, target: /a, volume: {nocopy: true}}\n"
+                                    "      - {type: volume, source: v, target: /b, volume: {nocopy: true},"
+                                    " consistency: cached}\n", "volumes:\n  v: {}\n")["mounts"]
+    assert "volume_nocopy" not in mounts[0] and mounts[0]["source"] == ""
+    assert mounts[1]["volume_nocopy"] is True and mounts[1]["consistency"] == "cached"
