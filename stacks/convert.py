@@ -3,9 +3,10 @@ does for `docker stack deploy` (see shared/compose/SOURCES.md, key by key).
 
 The result is a `StackPlan`: the namespaced service specs (dicts in the shape of
 `swarmpy.models.ServiceSpec`, which the manager validates again), plus the warnings
-for what swarmpy does not do yet. Names follow docker: service `STACK_svc`, volumes
-`STACK_vol` unless `name:`/`external`, and every object carries
-`com.docker.stack.namespace=STACK`.
+for what swarmpy does not do yet, and the secrets and configs the stack creates (the
+files' bytes, read here as docker's CLI reads them) or expects to exist (external).
+Names follow docker: service `STACK_svc`, volumes, secrets and configs `STACK_key`
+unless `name:`/`external`, and every object carries `com.docker.stack.namespace=STACK`.
 """
 from __future__ import annotations
 
@@ -74,21 +75,22 @@ def _file_object(section: str, key: str, obj: dict, namespace: str) -> dict:
         if obj.get(option):
             raise StackFileError(f"{where}.{option}: {section[:-1]} drivers are not supported by swarmpy; "
                                  "use file: or external: true", path=(section, key, option))
+    if not obj.get("file"):
+        raise StackFileError(f"{where}: no file given; use file: PATH or external: true", path=(section, key))
     return {"name": obj.get("name") or scoped(namespace, key),
             "labels": {**_strings(obj.get("labels")), NAMESPACE_LABEL: namespace},
-            "data": base64.b64encode(_read_file(where, obj.get("file") or "")).decode()}
+            "data": base64.b64encode(_read_file((section, key, "file"), obj["file"])).decode()}
 
 
-def _read_file(where: str, path: str) -> bytes:
-    # The CLI reads the file (loader made it absolute, relative to the compose file).
+def _read_file(where: tuple, path: str) -> bytes:
+    # The CLI reads the file (the loader made it absolute, relative to the compose file).
     try:
         with open(path, "rb") as fh:
             return fh.read()
     except OSError as exc:
         # Go's os.ReadFile text: "open PATH: no such file or directory"
         reason = (exc.strerror or str(exc)).lower()
-        raise StackFileError(f"{where}.file: open {path}: {reason}", path=tuple(where.split(".")) + ("file",)) \
-            from None
+        raise StackFileError(f"{'.'.join(where)}: open {path}: {reason}", path=where) from None
 
 
 def _file_refs(service: str, kind: str, refs: list[dict], declared: dict, namespace: str) -> list[dict]:

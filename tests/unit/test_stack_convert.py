@@ -602,3 +602,9 @@ def test_anonymous_volumes_lose_volume_options_as_in_docker(tmp_path):
                                     " consistency: cached}\n", "volumes:\n  v: {}\n")["mounts"]
     assert "volume_nocopy" not in mounts[0] and mounts[0]["source"] == ""
     assert mounts[1]["volume_nocopy"] is True and mounts[1]["consistency"] == "cached"
+
+
+def test_a_secret_without_a_file_says_so(tmp_path):
+    text = "version: '3.8'\nservices:\n  web:\n    image: nginx\nsecrets:\n  s:\n    labels: [a=b]\n"
+    with pytest.raises(StackFileError, match=r"^secrets\.s: no file given; use file: PATH or external: true$"):
+        _convert_text(text, tmp_path)
