@@ -10,8 +10,8 @@ import argparse
 import re
 import shlex
 
-from swarmpy.cli.dockeropts import (dns_server, float_, host_entry, int_, kv, parse_mount, parse_publish,
-                                    parse_ulimit, port_number, protocol_name, split_host, uint)
+from swarmpy.cli.dockeropts import (dns_server, float_, host_entry, int_, kv, parse_file_ref, parse_mount,
+                                    parse_publish, parse_ulimit, port_number, protocol_name, split_host, uint)
 from swarmpy.cli.parser import UsageError, invalid
 from swarmpy.units import parse_go_duration
 
@@ -51,7 +51,13 @@ def add_flags(p: argparse.ArgumentParser, update: bool) -> None:
         p.add_argument(f"--{prefix}-order", help="order of operations (\"start-first\", \"stop-first\")")
     if update:
         _add_update_lists(p)
+        for kind in ("secret", "config"):
+            p.add_argument(f"--{kind}-add", action="append", default=[], help=f"add or update a {kind}")
+            p.add_argument(f"--{kind}-rm", action="append", default=[], help=f"remove a {kind} by name")
     else:
+        for kind in ("secret", "config"):
+            p.add_argument(f"--{kind}", action="append", default=[], dest=f"{kind}s",
+                           help=f"specify a {kind} to expose: NAME or source=NAME,target=,uid=,gid=,mode=")
         p.add_argument("--host", dest="extra_hosts", action="append", default=[],
                        help="set one or more custom host-to-IP mappings (host:ip)")
         for flag, _ in LISTS:
@@ -95,6 +101,8 @@ def create_fields(args) -> dict:
     spec["ports"] = [port for p in args.publish for port in _convert("--publish", p, parse_publish)]
     for prefix in ("update", "rollback"):
         spec[f"{prefix}_config"] = _update_config(args, prefix, {})
+    for kind in ("secret", "config"):
+        spec[f"{kind}s"] = [_convert(f"--{kind}", r, parse_file_ref) for r in getattr(args, f"{kind}s")]
     return spec
 
 
@@ -182,6 +190,17 @@ def apply_update(args, spec: dict) -> None:
     _update_ports(args, spec)
     for prefix in ("update", "rollback"):
         spec[f"{prefix}_config"] = _update_config(args, prefix, spec.get(f"{prefix}_config") or {})
+    for kind in ("secret", "config"):
+        _update_file_refs(args, kind, spec)
+
+
+def _update_file_refs(args, kind: str, spec: dict) -> None:
+    """--KIND-rm by name, then --KIND-add (replacing a reference to the same target)."""
+    removed = set(getattr(args, f"{kind}_rm"))
+    added = [_convert(f"--{kind}-add", r, parse_file_ref) for r in getattr(args, f"{kind}_add")]
+    targets = {a.get("target") or a["source"] for a in added}
+    spec[f"{kind}s"] = [r for r in spec.get(f"{kind}s", [])
+                        if r["source"] not in removed and (r.get("target") or r["source"]) not in targets] + added
 
 
 def _add_unique(values: list, added: list) -> list:

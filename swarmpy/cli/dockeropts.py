@@ -202,3 +202,30 @@ def _port_range(text: str, message: str) -> list[int]:
     if last < first:
         raise ValueError(f"{message}: {text}")
     return list(range(first, last + 1))
+
+
+def parse_file_ref(text: str) -> dict:
+    """docker's --secret / --config: NAME, or source=NAME[,target=T][,uid=U][,gid=G][,mode=0444]
+    (mode in Go's base-0 syntax: 0400 is octal)."""
+    if "=" not in text:
+        return {"source": text}
+    ref: dict = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise ValueError(f"invalid field '{part}' must be a key=value pair")
+        if key in ("source", "src"):
+            ref["source"] = value
+        elif key in ("target", "uid", "gid"):
+            ref[key] = value
+        elif key == "mode":
+            try:
+                ref["mode"] = int(value, 8 if value.startswith("0") and value != "0" else 10)
+            except ValueError:
+                raise ValueError(f'strconv.ParseUint: parsing "{value}": invalid syntax') from None
+        else:
+            raise ValueError(f"invalid field key '{key}'")
+    if not ref.get("source"):
+        raise ValueError("source is required")
+    return ref

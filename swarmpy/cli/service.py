@@ -7,6 +7,7 @@ from swarmpy.cli import containerspec
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import ago, dump_json, short, state_label, table
 from swarmpy.cli.parser import filters, invalid
+from swarmpy.cli.progress import wait_converged
 from swarmpy.units import parse_cpus, parse_duration, parse_memory
 
 
@@ -176,14 +177,29 @@ def update(args) -> int:
         if "update_parallelism" in spec:              # stored before update_config existed
             spec.setdefault("update_config", {}).setdefault("parallelism", spec.pop("update_parallelism"))
         containerspec.apply_update(args, spec)
-        env = [e for e in spec.get("env", []) if e.split("=", 1)[0] not in set(args.env_rm)]
-        spec["env"] = env + args.env_add
+        # docker: --env-add replaces a variable already set; --env-rm removes by name
+        dropped = set(args.env_rm) | {e.split("=", 1)[0] for e in args.env_add}
+        spec["env"] = [e for e in spec.get("env", []) if e.split("=", 1)[0] not in dropped] + args.env_add
         if args.force:
             spec.setdefault("labels", {})["com.swarmpy.force-update"] = str(
                 int(spec.get("labels", {}).get("com.swarmpy.force-update", "0")) + 1)
 
+    if args.rollback:
+        args.detach = True        # `service update` returns at once here; `service rollback` waits
+        return rollback(args)
     _update(client, args.service, change)
     print(args.service)
+    return 0
+
+
+def rollback(args) -> int:
+    """`service rollback` (and `service update --rollback`): back to the previous spec."""
+    client = Client(args.host)
+    service = client.call("POST", f"/services/{args.service}/rollback")
+    print(args.service)
+    if not args.detach:
+        print(f"rollback: {service['update_status']['message']}")
+        wait_converged(client, [service["spec"]["name"]])
     return 0
 
 

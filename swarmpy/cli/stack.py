@@ -7,7 +7,6 @@ one transaction (swarmpy/manager/stacks.py).
 from __future__ import annotations
 
 import sys
-import time
 
 from stacks.convert import NAMESPACE_LABEL, convert
 from stacks.errors import StackFileError
@@ -15,11 +14,8 @@ from stacks.loader import load
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import dump_json, short, table
 from swarmpy.cli.parser import invalid
+from swarmpy.cli.progress import wait_converged
 from swarmpy.cli.service import print_tasks
-from swarmpy.manager.orchestrator.updater import specs_differ
-from swarmpy.models import TaskState
-
-PROGRESS_POLL_S = 0.5
 
 
 def _bool_flag(flag: str, value: str) -> bool:
@@ -41,53 +37,13 @@ def deploy(args) -> int:
     client = Client(args.host)
     result = client.call("POST", "/stacks", body={
         "name": args.stack, "services": plan.services, "prune": args.prune,
-        "secrets": getattr(plan, "secrets", []), "configs": getattr(plan, "configs", [])})
+        "secrets": plan.secrets, "configs": plan.configs})
     for verb, key in (("Creating", "created"), ("Updating", "updated"), ("Removing", "removed")):
         for what in result[key]:
             print(f"{verb} {what}")
     if not detach:
         wait_converged(client, [s["name"] for s in plan.services])
     return 0
-
-
-def wait_converged(client: Client, names: list[str]) -> None:
-    """Print each service's progress as it changes, then docker's `verify: Service converged`."""
-    shown: dict[str, str] = {}
-    pending = list(names)
-    while pending:
-        for name in list(pending):
-            line, done = _progress(client, name)
-            if line != shown.get(name):
-                print(f"{name}: {line}", flush=True)
-                shown[name] = line
-            if done:
-                print(f"verify: Service {name} converged", flush=True)
-                pending.remove(name)
-        if pending:
-            time.sleep(PROGRESS_POLL_S)
-
-
-def _progress(client: Client, name: str) -> tuple[str, bool]:
-    service = client.get(f"/services/{name}")
-    tasks = client.get("/tasks", service=service["id"])
-    current = [t for t in tasks if t["desired_state"] <= TaskState.RUNNING and _current(t, service)]
-    running = sum(1 for t in current if t["status"]["state"] == TaskState.RUNNING)
-    if service["spec"]["mode"] == "global":
-        desired = len({t["node_id"] for t in tasks if t["desired_state"] <= TaskState.RUNNING})
-    else:
-        desired = service["spec"]["replicas"]
-    line = f"{running}/{desired} running"
-    failed = [t for t in tasks if t["status"]["state"] in (TaskState.FAILED, TaskState.REJECTED)
-              and t["status"].get("err")]
-    if failed and running < desired:
-        latest = max(failed, key=lambda t: t["status"]["timestamp"])
-        line += f" (task failed: {latest['status']['err']})"
-    stale = any(t["desired_state"] <= TaskState.RUNNING and not _current(t, service) for t in tasks)
-    return line, running == desired and not stale
-
-
-def _current(task: dict, service: dict) -> bool:
-    return not specs_differ(task["spec"], service["spec"])
 
 
 def _stacks(client: Client) -> dict[str, list[dict]]:

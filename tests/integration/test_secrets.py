@@ -97,3 +97,19 @@ def test_a_service_naming_a_missing_secret_is_refused_whole(cluster):
     result = cluster.cli("secret", "create", "twice", "-", input="y")
     assert result.rc != 0 and "secret twice already exists" in result.err
     cluster.ok("secret", "rm", "twice")
+
+
+def test_secret_flags_of_service_create_and_update(cluster):
+    cluster.ok("secret", "create", "flag_pw", "-", input="pw-1")
+    cluster.ok("secret", "create", "flag_pw2", "-", input="pw-2")
+    cluster.create("withflag", "--secret", "source=flag_pw,target=pw,mode=0400", "--stop-grace-period", "1s")
+    wait_for(lambda: len(running_tasks(cluster.tasks("withflag"))) == 1, timeout=60)
+    (container,) = cluster.containers("withflag")
+    assert _exec(cluster, container, "cat", "/run/secrets/pw") == "pw-1"
+    cluster.ok("service", "update", "--secret-rm", "flag_pw", "--secret-add", "source=flag_pw2,target=pw", "withflag")
+    assert cluster.service("withflag")["spec"]["secrets"] == [
+        {"source": "flag_pw2", "target": "pw", "uid": "0", "gid": "0", "mode": 0o444}]
+    wait_for(lambda: [_exec(cluster, c, "cat", "/run/secrets/pw") for c in cluster.containers("withflag")]
+             == ["pw-2"], timeout=60, message="the task replaced with the new secret")
+    cluster.ok("service", "rm", "withflag")
+    wait_for(lambda: cluster.cli("secret", "rm", "flag_pw", "flag_pw2").rc == 0, timeout=30)

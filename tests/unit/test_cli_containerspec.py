@@ -6,7 +6,7 @@ import pytest
 
 from swarmpy.cli import service
 from swarmpy.cli.containerspec import apply_update
-from swarmpy.cli.dockeropts import parse_mount, parse_publish, parse_ulimit
+from swarmpy.cli.dockeropts import parse_file_ref, parse_mount, parse_publish, parse_ulimit
 from swarmpy.cli.main import build_parser
 from swarmpy.cli.parser import UsageError
 from swarmpy.spec import parse_service_spec
@@ -181,3 +181,23 @@ def test_update_of_a_spec_stored_before_update_config(monkeypatch):
     service.update(args)
     assert "update_parallelism" not in captured
     assert captured["update_config"] == {"parallelism": 3, "delay": 2.0}
+
+
+@pytest.mark.parametrize("text, ref", [
+    ("db_pw", {"source": "db_pw"}),
+    ("source=db_pw,target=pw,uid=1000,gid=1000,mode=0400",
+     {"source": "db_pw", "target": "pw", "uid": "1000", "gid": "1000", "mode": 0o400}),
+    ("src=app,mode=292", {"source": "app", "mode": 292}),
+])
+def test_secret_and_config_flags_take_dockers_forms(text, ref):
+    assert parse_file_ref(text) == ref
+
+
+@pytest.mark.parametrize("text, message", [
+    ("target=x", "source is required"),
+    ("source=a,bogus=1", "invalid field key 'bogus'"),
+    ("source=a,mode=rw", 'strconv.ParseUint: parsing "rw": invalid syntax'),
+])
+def test_bad_secret_flags_get_dockers_texts(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_file_ref(text)

@@ -737,3 +737,13 @@ def test_failure_action_continue_and_a_tolerated_failure_ratio_go_on():
         set_status(t, live(t, svc["id"])[1]["id"], TaskState.FAILED, "n1")
         reconcile(t, svc["id"])
         assert status_of(t, svc["id"])["state"] == "updating", config
+
+
+def test_a_task_stored_before_a_field_existed_is_not_outdated_by_its_default():
+    t = Tables()
+    svc = running_service(t, 1)
+    task = live(t, svc["id"])[1]
+    old_spec = {k: v for k, v in task["spec"].items() if k not in ("secrets", "configs", "mounts")}
+    commit(t, [{"op": "patch", "kind": "tasks", "id": task["id"], "set": {"spec": old_spec}}])
+    assert not spec_changed(svc, t.get("tasks", task["id"]))
+    assert spec_changed(start_update(t, svc, secrets=[{"source": "pw"}]), t.get("tasks", task["id"]))

@@ -21,7 +21,7 @@ latest replacement came up, not per worker and per task.
 """
 from __future__ import annotations
 
-from swarmpy.models import TaskState, UpdateConfig, now, to_dict
+from swarmpy.models import ServiceSpec, TaskState, UpdateConfig, now, to_dict
 
 UPDATING, PAUSED, COMPLETED = "updating", "paused", "completed"
 ROLLBACK_STARTED, ROLLBACK_PAUSED, ROLLBACK_COMPLETED = "rollback_started", "rollback_paused", "rollback_completed"
@@ -33,9 +33,14 @@ RUNNING = int(TaskState.RUNNING)
 NOT_TASK_FIELDS = ("replicas", "update_config", "rollback_config")
 
 
+# A key missing from a spec stored before the field existed means the field's default.
+_DEFAULTS = to_dict(ServiceSpec(name="", image=""))
+
+
 def specs_differ(old: dict, new: dict) -> bool:
     """Whether tasks of `old` must be replaced to run `new` (replica count aside)."""
-    return any(old.get(k) != new.get(k) for k in new.keys() | old.keys() if k not in NOT_TASK_FIELDS)
+    return any(old.get(k, _DEFAULTS.get(k)) != new.get(k, _DEFAULTS.get(k))
+               for k in new.keys() | old.keys() if k not in NOT_TASK_FIELDS)
 
 
 def started(state: str, message: str) -> dict:
