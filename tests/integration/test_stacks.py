@@ -28,7 +28,8 @@ def _stack_env(cluster, **extra) -> None:
 def test_deploy_the_test_stack_and_see_it_converge(cluster):
     _stack_env(cluster, GREETING="bonjour")
     out = cluster.ok("stack", "deploy", "-c", TEST_STACK, "--detach=false", "e2e", timeout=120)
-    assert "Creating service e2e_agent" in out and "Creating service e2e_web" in out, out
+    assert out.splitlines()[:4] == ["Creating secret e2e_db_password", "Creating config e2e_web_conf",
+                                    "Creating service e2e_agent", "Creating service e2e_web"], out
     assert "verify: Service e2e_web converged" in out and "verify: Service e2e_agent converged" in out, out
     assert "e2e_web: 2/2 running" in out, out
 
@@ -55,6 +56,12 @@ def test_deploy_the_test_stack_and_see_it_converge(cluster):
     page = cluster.docker.api.exec_create(container.id, ["busybox", "wget", "-q", "-O", "-",
                                                             "http://127.0.0.1:8080/"])
     assert cluster.docker.api.exec_start(page["Id"]).decode().strip() == "bonjour"
+    for path, content in (("/run/secrets/db_password", "e2e-db-password\n"), ("/etc/web.conf", None)):
+        run = cluster.docker.api.exec_create(container.id, ["cat", path])
+        got = cluster.docker.api.exec_start(run["Id"]).decode()
+        assert got == (content or (ROOT / "tests/e2e/web.conf").read_text()), (path, got)
+    stat = cluster.docker.api.exec_create(container.id, ["busybox", "stat", "-c", "%a", "/run/secrets/db_password"])
+    assert cluster.docker.api.exec_start(stat["Id"]).decode().strip() == "400"
 
     # A redeploy of the same files changes nothing: no update, the same tasks.
     before = {t["id"] for t in running_tasks(cluster.tasks("e2e_web"))}
@@ -63,7 +70,8 @@ def test_deploy_the_test_stack_and_see_it_converge(cluster):
     assert {t["id"] for t in running_tasks(cluster.tasks("e2e_web"))} == before
 
     removed = cluster.ok("stack", "rm", "e2e")
-    assert removed.splitlines() == ["Removing service e2e_agent", "Removing service e2e_web"]
+    assert removed.splitlines() == ["Removing service e2e_agent", "Removing service e2e_web",
+                                    "Removing config e2e_web_conf", "Removing secret e2e_db_password"]
     cluster.wait_for(lambda: not cluster.containers("e2e_web", all=True)
                      and not cluster.containers("e2e_agent", all=True), timeout=30)
     assert "e2e" not in cluster.ok("stack", "ls")
