@@ -11,7 +11,7 @@ from docker.errors import DockerException
 
 from swarmpy import defaults
 from swarmpy.models import TaskState as S
-from worker import dockerargs, taskfiles
+from worker import dockerargs, taskfiles, templates
 from worker.engine import (ImageUnavailable, LABEL_NODE, LABEL_SERVICE_ID, LABEL_SERVICE_NAME,
                            LABEL_SLOT, LABEL_TASK)
 from worker.resources import GPU_KIND
@@ -108,7 +108,7 @@ class TaskController:
             self._changed.clear()
             try:
                 await self._step()
-            except (ImageUnavailable, taskfiles.MissingFile) as exc:
+            except (ImageUnavailable, taskfiles.MissingFile, templates.TemplateError) as exc:
                 self._report(S.REJECTED, "preparing failed", err=str(exc))
             except DockerException as exc:
                 self._stop_health()
@@ -211,9 +211,8 @@ class TaskController:
                        LABEL_SLOT: str(task["slot"] if task.get("slot") is not None else "")})
         assigned = task.get("assigned_generic") or {}
         gpu_ids = [g for g in assigned.get(GPU_KIND, []) if g in self.agent.nvml_gpu_ids]
-        files = taskfiles.write(self.agent.node_id, task)
-        if files:
-            spec = dict(spec, mounts=list(spec.get("mounts") or []) + files)
+        spec = templates.expand_spec(spec, templates.context(task, self.agent.node_id, self.agent.hostname))
+        spec["mounts"] = spec["mounts"] + taskfiles.write(self.agent.node_id, task)
         return {"name": container_name(task), "image": spec["image"], "command": spec.get("command", []),
                 "env": list(spec.get("env", [])) + resource_env(assigned), "labels": labels,
                 "limits": spec.get("limits", {}), "reservations": spec.get("reservations", {}),

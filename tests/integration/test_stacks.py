@@ -183,3 +183,30 @@ def test_stack_files_are_read_where_the_cli_runs(cluster, tmp_path):
     cluster.ok("stack", "deploy", "-c", path, "envstack")
     assert cluster.service("envstack_app")["spec"]["image"] == cluster.image
     cluster.ok("stack", "rm", "envstack")
+
+
+def test_service_templates_are_expanded_per_task(cluster, tmp_path):
+    path = _write(tmp_path, "templates.yml", f"""\
+        services:
+          tpl:
+            image: {cluster.image}
+            command: sleep 3600
+            stop_grace_period: 1s
+            hostname: "{{{{.Node.Hostname}}}}-{{{{.Task.Slot}}}}"
+            environment:
+              TASK: "{{{{.Task.Name}}}}"
+              SERVICE: "{{{{.Service.Name}}}}"
+            deploy:
+              replicas: 2
+        """)
+    cluster.ok("stack", "deploy", "-c", path, "--detach=false", "tpl", timeout=90)
+    seen = set()
+    for container in cluster.containers("tpl_tpl"):
+        attrs = cluster.docker.api.inspect_container(container.id)
+        task = next(t for t in cluster.tasks("tpl_tpl") if t["id"] == attrs["Config"]["Labels"]["com.swarmpy.task.id"])
+        assert attrs["Config"]["Hostname"] == f"swarmpy-test-{task['slot']}"
+        assert f"TASK=tpl_tpl.{task['slot']}.{task['id']}" in attrs["Config"]["Env"]
+        assert "SERVICE=tpl_tpl" in attrs["Config"]["Env"]
+        seen.add(task["slot"])
+    assert seen == {1, 2}
+    cluster.ok("stack", "rm", "tpl")
