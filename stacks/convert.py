@@ -193,15 +193,15 @@ def _check_endpoint_mode(where: str, mode: str | None, ports: list[dict]) -> Non
 def _deploy(spec: dict, service: str, deploy: dict, svc: dict) -> None:
     where = f"services.{service}"
     mode = deploy.get("mode") or "replicated"
-    if mode in ("replicated-job", "global-job"):
-        raise StackFileError(f"{where}.deploy.mode: {mode!r} is not supported by swarmpy yet; "
-                             "use replicated or global")
-    if mode not in ("replicated", "global"):
+    if mode not in ("replicated", "global", "replicated-job", "global-job"):
         raise StackFileError(f"service {service}: Unknown mode: {mode}")  # docker's text
     spec["mode"] = mode
     if deploy.get("replicas") is not None:
-        if mode == "global":
-            raise StackFileError(f"{where}.deploy.replicas: replicas can only be used with replicated mode")
+        if mode.startswith("global"):
+            raise StackFileError(f"{where}.deploy.replicas: replicas can only be used with replicated "
+                                 "or replicated-job mode")
+        # a replicated-job's replicas are both its completions and its concurrency (docker:
+        # MaxConcurrent = TotalCompletions = replicas); swarmpy's max_concurrent 0 means that
         spec["replicas"] = deploy["replicas"]
     placement = deploy.get("placement") or {}
     if placement.get("constraints"):

@@ -136,7 +136,8 @@ class ServiceSpec:
     env: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     container_labels: dict[str, str] = field(default_factory=dict)
-    mode: str = "replicated"                                 # replicated | global
+    mode: str = "replicated"            # replicated | global | replicated-job | global-job
+    max_concurrent: int = 0             # replicated-job: tasks at once (0: replicas); replicas = completions
     replicas: int = defaults.REPLICAS
     constraints: list[str] = field(default_factory=list)
     preferences: list[str] = field(default_factory=list)     # "spread=node.labels.zone"

@@ -15,7 +15,7 @@ from swarmpy.models import (FileRef, Healthcheck, LogDriver, Mount, PortConfig, 
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")     # the engine's rule
-MODES = ("replicated", "global")
+MODES = ("replicated", "global", "replicated-job", "global-job")
 RESTART_CONDITIONS = ("none", "on-failure", "any")
 PULL_POLICIES = ("always", "missing", "never")
 FAILURE_ACTIONS = ("pause", "continue", "rollback")
@@ -401,12 +401,15 @@ def parse_service_spec(data) -> ServiceSpec:
     spec.container_labels = _string_map("container_labels", data.get("container_labels", {}))
     spec.mode = data.get("mode", spec.mode)
     if spec.mode not in MODES:
-        raise SpecError("mode", f"must be replicated or global, got {spec.mode!r}")
-    if spec.mode == "global":
+        raise SpecError("mode", f"must be one of {', '.join(MODES)}, got {spec.mode!r}")
+    if spec.mode.startswith("global"):
         if data.get("replicas") not in (None, 1):
-            raise SpecError("replicas", "replicas can only be used with replicated mode")
+            raise SpecError("replicas", "replicas can only be used with replicated or replicated-job mode")
     else:
         spec.replicas = _non_negative_int("replicas", data.get("replicas", spec.replicas))
+    spec.max_concurrent = _non_negative_int("max_concurrent", data.get("max_concurrent", 0))
+    if spec.max_concurrent and spec.mode != "replicated-job":
+        raise SpecError("max_concurrent", "can only be used with replicated-job mode")
     spec.constraints = _string_list("constraints", data.get("constraints", []))
     for i, c in enumerate(spec.constraints):
         validate_constraint(f"constraints[{i}]", c)

@@ -21,7 +21,9 @@ def _common(p: argparse.ArgumentParser, quiet: bool = False, fmt: bool = False) 
 def _service_create_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name")
     p.add_argument("--replicas")
-    p.add_argument("--mode", choices=["replicated", "global"], default="replicated")
+    p.add_argument("--mode", choices=["replicated", "global", "replicated-job", "global-job"],
+                   default="replicated")
+    p.add_argument("--max-concurrent", help="replicated-job: number of job tasks to run at once (default: replicas)")
     p.add_argument("-e", "--env", action="append", default=[])
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("--container-label", action="append", default=[])

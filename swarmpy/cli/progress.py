@@ -34,6 +34,8 @@ def _progress(client: Client, name: str) -> tuple[str, bool]:
     if status.get("state") in ("paused", "rollback_paused"):
         raise DaemonError(0, f"{name}: {status.get('message')}")
     tasks = client.get("/tasks", service=service["id"])
+    if service["spec"]["mode"].endswith("-job"):
+        return _job_progress(service, tasks)
     current = [t for t in tasks if t["desired_state"] <= TaskState.RUNNING and _current(t, service)]
     running = sum(1 for t in current if t["status"]["state"] == TaskState.RUNNING)
     if service["spec"]["mode"] == "global":
@@ -54,3 +56,13 @@ def _progress(client: Client, name: str) -> tuple[str, bool]:
 
 def _current(task: dict, service: dict) -> bool:
     return not specs_differ(task["spec"], service["spec"])
+
+
+def _job_progress(service: dict, tasks: list[dict]) -> tuple[str, bool]:
+    current = [t for t in tasks if t["desired_state"] <= TaskState.RUNNING and _current(t, service)]
+    completed = sum(1 for t in current if t["status"]["state"] == TaskState.COMPLETE)
+    if service["spec"]["mode"] == "replicated-job":
+        total = service["spec"]["replicas"]
+        return f"{completed}/{total} completed", completed == total
+    total = len({t["node_id"] for t in current})      # one per eligible node, once placed
+    return f"{completed}/{total} completed", 0 < total == completed

@@ -49,8 +49,10 @@ def spec_from_args(args) -> dict:
                   "pull": args.pull}
     if args.replicas is not None:
         spec["replicas"] = _convert("--replicas", args.replicas, _uint)
-    elif args.mode == "global":
+    elif args.mode.startswith("global"):
         spec.pop("replicas", None)
+    if args.max_concurrent is not None:
+        spec["max_concurrent"] = _convert("--max-concurrent", args.max_concurrent, _uint)
     if args.replicas_max_per_node is not None:
         spec["max_replicas_per_node"] = _convert("--replicas-max-per-node", args.replicas_max_per_node, _uint)
     spec["reservations"] = _resources(args.reserve_cpu, args.reserve_memory, args.generic_resource, "reserve")
@@ -93,10 +95,17 @@ def ls(args) -> int:
         dump_json(services)
     else:
         table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
-              [[short(s["id"]), s["spec"]["name"], s["spec"]["mode"],
-                f"{s['replicas_status']['running']}/{s['replicas_status']['desired']}", s["spec"]["image"], ""]
-               for s in services])
+              [[short(s["id"]), s["spec"]["name"], s["spec"]["mode"].replace("-job", " job"),
+                replicas_column(s["replicas_status"]), s["spec"]["image"], ""] for s in services])
     return 0
+
+
+def replicas_column(status: dict) -> str:
+    """docker's REPLICAS: "2/3", or for jobs "1/2 (3/4 completed)"."""
+    text = f"{status['running']}/{status['desired']}"
+    if "completed" in status:
+        text += f" ({status['completed']}/{status['total']} completed)"
+    return text
 
 
 def ps(args) -> int:

@@ -15,7 +15,7 @@ from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import dump_json, short, table
 from swarmpy.cli.parser import invalid
 from swarmpy.cli.progress import wait_converged
-from swarmpy.cli.service import print_tasks
+from swarmpy.cli.service import print_tasks, replicas_column
 
 
 def _bool_flag(flag: str, value: str) -> bool:
@@ -79,9 +79,8 @@ def services(args) -> int:
         dump_json(found)
     else:
         table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE"],
-              [[short(s["id"]), s["spec"]["name"], s["spec"]["mode"],
-                f"{s['replicas_status']['running']}/{s['replicas_status']['desired']}", s["spec"]["image"]]
-               for s in found])
+              [[short(s["id"]), s["spec"]["name"], s["spec"]["mode"].replace("-job", " job"),
+                replicas_column(s["replicas_status"]), s["spec"]["image"]] for s in found])
     return 0
 
 

@@ -9,7 +9,7 @@ from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy import ca
 from swarmpy.manager import secrets
-from swarmpy.manager.orchestrator import updater
+from swarmpy.manager.orchestrator import jobs, updater
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
 from swarmpy.models import TaskState, new_service, now, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
@@ -44,7 +44,9 @@ def respecified(store: ClusterStore, service: dict, spec: dict) -> dict:
     started (in the same write) when the change reaches running tasks; with none, as in
     SwarmKit, there is nothing to update and no update_status to write."""
     updated = dict(service, spec=spec, previous_spec=service["spec"], updated_at=now())
-    live = any(t["desired_state"] <= TaskState.RUNNING for t in store.tables.service_tasks(service["id"]))
+    # Jobs are not rolled: a changed job runs again from the start (orchestrator/jobs.py).
+    live = not spec["mode"].endswith("-job") and any(
+        t["desired_state"] <= TaskState.RUNNING for t in store.tables.service_tasks(service["id"]))
     status = updater.status_for_new_spec(service["spec"], spec) if live else None
     if status is not None:
         updated["update_status"] = status
@@ -122,7 +124,15 @@ class ControlAPI:
         tasks = self.store.tables.service_tasks(service["id"])
         running = sum(1 for t in tasks if t["status"]["state"] == TaskState.RUNNING
                       and t["desired_state"] == TaskState.RUNNING)
-        if service["spec"]["mode"] == "global":
+        mode = service["spec"]["mode"]
+        if mode == "replicated-job":
+            total = service["spec"]["replicas"]
+            return dict(jobs.progress(service, tasks),
+                        desired=min(total, service["spec"].get("max_concurrent") or total))
+        if mode == "global-job":
+            eligible = len(eligible_nodes(service, nodes))
+            return dict(jobs.progress(service, tasks), desired=eligible, total=eligible)
+        if mode == "global":
             desired = len(eligible_nodes(service, nodes))
         else:
             desired = service["spec"]["replicas"]

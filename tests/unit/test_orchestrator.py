@@ -12,7 +12,7 @@ import pytest
 
 from raft.tables import Tables
 from swarmpy.manager.controlapi import respecified
-from swarmpy.manager.orchestrator import global_, replicated, restart
+from swarmpy.manager.orchestrator import global_, jobs, replicated, restart
 from swarmpy.manager.orchestrator.slots import SlotPlan, desired, runnable, spec_changed
 from swarmpy.models import (RestartPolicy, ServiceSpec, TaskState, UpdateConfig, new_service, new_task,
                             to_dict)
@@ -747,3 +747,62 @@ def test_a_task_stored_before_a_field_existed_is_not_outdated_by_its_default():
     commit(t, [{"op": "patch", "kind": "tasks", "id": task["id"], "set": {"spec": old_spec}}])
     assert not spec_changed(svc, t.get("tasks", task["id"]))
     assert spec_changed(start_update(t, svc, secrets=[{"source": "pw"}]), t.get("tasks", task["id"]))
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+def job_reconcile(tables: Tables, svc_id: str, nodes=(), down=frozenset()) -> SlotPlan:
+    plan = jobs.reconcile(tables.get("services", svc_id), tables.service_tasks(svc_id), list(nodes), set(down))
+    commit(tables, plan.ops)
+    return plan
+
+
+def job_tasks(tables: Tables, svc_id: str) -> list[dict]:
+    return [x for x in tables.service_tasks(svc_id) if runnable(x)]
+
+
+def test_a_replicated_job_runs_its_completions_max_concurrent_at_a_time():
+    t = Tables()
+    svc = make_service(t, mode="replicated-job", replicas=5, max_concurrent=2,
+                       restart_policy=policy("any", delay=0))
+    job_reconcile(t, svc["id"])
+    assert sorted(x["slot"] for x in job_tasks(t, svc["id"])) == [1, 2]
+    first = job_tasks(t, svc["id"])[0]
+    set_status(t, first["id"], TaskState.COMPLETE, "n1")        # a success: done, not restarted
+    job_reconcile(t, svc["id"])
+    assert sorted(x["slot"] for x in job_tasks(t, svc["id"])) == [1, 2, 3]
+    assert t.get("tasks", first["id"])["desired_state"] == RUNNING
+    failing = next(x for x in job_tasks(t, svc["id"]) if x["slot"] == 2)
+    set_status(t, failing["id"], TaskState.FAILED, "n1")          # a failure: restarted in its slot
+    job_reconcile(t, svc["id"])
+    assert t.get("tasks", failing["id"])["desired_state"] == SHUTDOWN
+    assert sorted(x["slot"] for x in job_tasks(t, svc["id"])) == [1, 2, 3]
+    for _ in range(4):
+        for x in job_tasks(t, svc["id"]):
+            if x["status"]["state"] < RUNNING:
+                set_status(t, x["id"], TaskState.COMPLETE, "n1")
+        job_reconcile(t, svc["id"])
+    done = [x for x in job_tasks(t, svc["id"]) if x["status"]["state"] == int(TaskState.COMPLETE)]
+    assert sorted(x["slot"] for x in done) == [1, 2, 3, 4, 5]
+    assert job_reconcile(t, svc["id"]).ops == []                  # complete: nothing more
+
+
+def test_a_changed_job_runs_again_and_a_global_job_once_per_node():
+    t = Tables()
+    svc = make_service(t, mode="replicated-job", replicas=1)
+    job_reconcile(t, svc["id"])
+    (task,) = job_tasks(t, svc["id"])
+    set_status(t, task["id"], TaskState.COMPLETE, "n1")
+    svc = update_service(t, t.get("services", svc["id"]), env=["RUN=2"])
+    job_reconcile(t, svc["id"])
+    assert t.get("tasks", task["id"])["desired_state"] == SHUTDOWN
+    assert [x["spec"]["env"] for x in job_tasks(t, svc["id"])] == [["RUN=2"]]
+
+    nodes = [{"id": n, "status": {"state": "ready"}, "spec": {"availability": "active", "role": "worker"}}
+             for n in ("n1", "n2")]
+    g = make_service(t, name="gj", mode="global-job")
+    job_reconcile(t, g["id"], nodes)
+    assert sorted(x["node_id"] for x in job_tasks(t, g["id"])) == ["n1", "n2"]
+    for x in job_tasks(t, g["id"]):
+        set_status(t, x["id"], TaskState.COMPLETE)
+    assert job_reconcile(t, g["id"], nodes).ops == []

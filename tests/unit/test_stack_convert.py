@@ -47,14 +47,13 @@ GAPS = {
                 "(targets, aliases) has no swarmpy field; the converter warns instead",
     "endpoint_mode": "no endpoint spec yet (with networks): EndpointSpec.Mode vip/dnsrr has no swarmpy "
                      "field; the converter warns about dnsrr and refuses it with an ingress port",
-    "jobs": "replicated-job / global-job are not supported: the converter refuses the file",
     "image_latest": "the engine appends :latest to an image without a tag or digest; swarmpy keeps "
                     "the image as written and leaves that to the engine at pull/run time",
     "secret_id": "the goldens record SecretID/ConfigID as the object's name (ids are random): they "
                  "must equal SecretName/ConfigName, which is what swarmpy's `source` holds",
 }
 # Corpus files that do not convert, with the gap that stops them.
-REFUSED = {"swarm-cronjob-job": "jobs"}
+REFUSED: dict[str, str] = {}
 
 
 # -- Docker's Spec JSON -> swarmpy's ServiceSpec fields ---------------------------------------------
@@ -164,13 +163,26 @@ def _file_ref(kind: str):
 
 
 def _mode(mode: dict, out: dict) -> dict:
-    """Replicated / Global map; a job mode has no swarmpy field and stays a leftover."""
+    """Replicated / Global / ReplicatedJob / GlobalJob map to swarmpy's modes; a job's
+    MaxConcurrent equal to its TotalCompletions is swarmpy's max_concurrent 0."""
     if "Replicated" in mode:
         out["mode"] = "replicated"
         _set(out, "replicas", (mode["Replicated"] or {}).get("Replicas"))
         return {}
     if "Global" in mode:
         out["mode"] = "global"
+        return {}
+    if "ReplicatedJob" in mode:
+        job = dict(mode["ReplicatedJob"] or {})
+        out["mode"] = "replicated-job"
+        _set(out, "replicas", job.pop("TotalCompletions", None))
+        if job.get("MaxConcurrent") != out.get("replicas"):
+            _set(out, "max_concurrent", job.pop("MaxConcurrent", None))
+        else:
+            job.pop("MaxConcurrent")
+        return {"ReplicatedJob": job} if job else {}
+    if "GlobalJob" in mode:
+        out["mode"] = "global-job"
         return {}
     return mode
 
@@ -344,13 +356,11 @@ def test_service_matches_docker(name, service):
     assert not problems, "\n".join(problems)
 
 
-def test_swarm_cronjob_job_is_refused_as_a_job():
-    """Gap "jobs": docker made a ReplicatedJob; swarmpy refuses the mode by name."""
+def test_a_replicated_job_converts_to_swarmpys_job_mode():
     mode = _golden("swarm-cronjob-job")["services"]["corpus_test"]["Mode"]
     assert mode == {"ReplicatedJob": {"MaxConcurrent": 0, "TotalCompletions": 0}}
-    with pytest.raises(StackFileError, match=r"services\.test\.deploy\.mode: 'replicated-job' is not "
-                                             r"supported by swarmpy"):
-        convert(_loaded("swarm-cronjob-job"), golden.STACK)
+    (spec,) = _plan("swarm-cronjob-job").services
+    assert (spec["mode"], spec["replicas"], spec.get("max_concurrent", 0)) == ("replicated-job", 0, 0)
 
 
 @pytest.mark.parametrize("name", [n for n in golden.positive_names() if n not in REFUSED])
@@ -420,8 +430,7 @@ NEGATIVE = {
     "wrong-type": ("load", ("services.web.deploy.replicas", "integer"),
                    "docker says 'must be a integer' (sic); swarmpy 'must be an integer (got \"two\")'"),
     "replicas-global": ("convert", ("agent", "replicas can only be used with replicated"),
-                        "swarmpy has no replicated-job mode, so its text (docker 20.10's) does not offer "
-                        "it, and it names the key services.agent.deploy.replicas"),
+                        "swarmpy's text names the key services.agent.deploy.replicas"),
     "dnsrr-ingress": ("convert", ("web", "port published with ingress mode can't be used with dnsrr mode"),
                       "docker's engine refuses it at service create; swarmpy has no endpoint spec, so "
                       "its converter refuses it, naming services.web.deploy.endpoint_mode"),

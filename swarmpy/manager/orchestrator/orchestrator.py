@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from swarmpy.manager.component import Component
-from swarmpy.manager.orchestrator import global_, replicated
+from swarmpy.manager.orchestrator import global_, jobs, replicated
 from swarmpy.manager.orchestrator.slots import REMOVE, desired
 from swarmpy.models import TaskState
 
@@ -56,7 +56,9 @@ class Orchestrator(Component):
         tasks = tables.service_tasks(service_id)
         if service is None:     # removed: nothing of it may keep running
             return [desired(t["id"], REMOVE) for t in tasks if t["desired_state"] < REMOVE]
-        if service["spec"]["mode"] == "global":
+        if jobs.is_job(service):
+            plan = jobs.reconcile(service, tasks, nodes, down)
+        elif service["spec"]["mode"] == "global":
             plan = global_.reconcile(service, tasks, nodes, down)
         else:
             plan = replicated.reconcile(service, tasks, down)
