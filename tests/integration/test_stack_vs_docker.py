@@ -107,8 +107,11 @@ KNOWN: tuple[Known, ...] = (
     Known(("Image",), ANY, ANY,
           "the image id: the test image is imported into each engine on its own (the import's time "
           "is in its config); the reference, Config.Image, is compared"),
-    Known(("Created", "State.StartedAt", "State.Pid", "State.Health.Log"), ANY, ANY,
-          "when and as which process each container started; the health log holds the probes' times"),
+    Known(("Created", "State.StartedAt", "State.Pid", "State.Health.Log", "State.Health.FailingStreak",
+           "ExecIDs"), ANY, ANY,
+          "when and as which process each container started; the health log holds the probes' times (and "
+          "a probe late on a loaded machine counts in FailingStreak; State.Health.Status is compared); "
+          "ExecIDs: a health probe (an exec) may be running as the container is inspected"),
     Known(("GraphDriver.Data.*", "HostnamePath", "HostsPath", "ResolvConfPath", "LogPath", "Mounts[/*].Source"),
           ANY, ANY,
           "paths under each engine's data root (the namespace engine's lies under /tmp/swarmpy-netns-*); "
