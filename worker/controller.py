@@ -215,5 +215,5 @@ class TaskController:
         spec["mounts"] = spec["mounts"] + taskfiles.write(self.agent.node_id, task)
         return {"name": container_name(task), "image": spec["image"], "command": spec.get("command", []),
                 "env": list(spec.get("env", [])) + resource_env(assigned), "labels": labels,
-                "limits": spec.get("limits", {}), "reservations": spec.get("reservations", {}),
+                "limits": spec.get("limits", {}),
                 "gpu_ids": gpu_ids, "spec": spec}

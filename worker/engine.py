@@ -96,16 +96,16 @@ class Engine:
         return self._image_health[image]
 
     def create(self, name: str, image: str, command: list[str], env: list[str], labels: dict,
-               limits: dict, reservations: dict, gpu_ids: list[str], spec: dict | None = None) -> str:
+               limits: dict, gpu_ids: list[str], spec: dict | None = None) -> str:
         """Create a task's container; `spec` (the service spec's dict form) gives docker's
-        ContainerSpec fields: entrypoint, user, mounts, ports, healthcheck and the rest."""
+        ContainerSpec fields: entrypoint, user, mounts, ports, healthcheck and the rest.
+        Reservations are the scheduler's business only: the engine gets the limits (SwarmKit)."""
         spec = spec or {}
         device_requests = ([docker.types.DeviceRequest(driver="nvidia", device_ids=gpu_ids,
                                                        capabilities=[["gpu"]])] if gpu_ids else None)
         host_config = self.api.create_host_config(
             nano_cpus=limits.get("nano_cpus") or None, mem_limit=limits.get("memory_bytes") or None,
-            mem_reservation=reservations.get("memory_bytes") or None, device_requests=device_requests,
-            **dockerargs.host_config(spec))
+            device_requests=device_requests, **dockerargs.host_config(spec))
         config = dict(command=command or None, labels=labels, environment=env, host_config=host_config,
                       detach=True, **dockerargs.container_config(spec))
         start_interval = dockerargs.nanos((spec.get("healthcheck") or {}).get("start_interval"))

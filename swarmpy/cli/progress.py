@@ -39,7 +39,9 @@ def _progress(client: Client, name: str) -> tuple[str, bool]:
     current = [t for t in tasks if t["desired_state"] <= TaskState.RUNNING and _current(t, service)]
     running = sum(1 for t in current if t["status"]["state"] == TaskState.RUNNING)
     if service["spec"]["mode"] == "global":
-        desired = len({t["node_id"] for t in tasks if t["desired_state"] <= TaskState.RUNNING})
+        # the eligible nodes, as the manager counts them: tasks may not exist yet
+        listed = next(s for s in client.get("/services") if s["id"] == service["id"])
+        desired = listed["replicas_status"]["desired"]
     else:
         desired = service["spec"]["replicas"]
     line = f"{running}/{desired} running"

@@ -135,11 +135,6 @@ KNOWN: tuple[Known, ...] = (
     Known(("HostConfig.Isolation",), "default", "",
           "docker's executor passes the spec's isolation, 'default'; swarmpy passes none: on Linux both "
           "are the engine's one isolation"),
-    Known(("HostConfig.MemoryReservation",), 0, ANY,
-          "BUG: swarmpy's agent (worker/engine.py, Engine.create: mem_reservation=) gives the engine "
-          "deploy.resources.reservations.memory as the container's memory soft limit; SwarmKit uses "
-          "reservations for scheduling only and gives the engine the limits alone (docker's "
-          "daemon/cluster/executor/container/container.go, resources())", services="e2e_web"),
     # -- published ports (only when the file has them)
     Known(("Config.ExposedPorts[* ingress]", "HostConfig.PortBindings[* ingress]"), ABSENT, ANY,
           "docker publishes ingress ports through the routing mesh (the ingress network and IPVS, which "
