@@ -26,6 +26,7 @@ LEADER_WAIT_S = 2.0
 NO_LEADER = ("The swarm does not have a leader. It's possible that too few managers are online. "
              "Make sure more than half of the managers are online.")
 QUEUE_FULL_RETRIES = 50
+GROUP_COMMIT_BYTES = 48 * 1024   # one entry stays under pysyncobj's 64 KiB append batch
 # The store drives pysyncobj's ticks itself: fast while writes are in flight (a commit
 # completes on the tick after it is appended), slow when idle, where a 2 ms tick would
 # cost 4% of a core for nothing.  Network events and new commands wake a tick early.
@@ -52,6 +53,14 @@ class _Replica(SyncObjConsumer):
         if events:
             self._on_events(events)
         return result
+
+    # Named to sort after apply_txn: pysyncobj numbers replicated methods by sorted name,
+    # and journals written before this method existed must still replay as apply_txn.
+    @replicated
+    def apply_txns(self, payloads: list[bytes]) -> list[dict]:
+        """Several independent transactions in one Raft entry (group commit): each is
+        applied whole or not at all, in order, and gets its own result."""
+        return [self.apply_txn(payload, _doApply=True) for payload in payloads]
 
 
 class _CoalescingSyncObj(SyncObj):
@@ -110,6 +119,7 @@ class ClusterStore:
                                         consumers=[self._replica])
         self._raft.addOnTickCallback(self._raft._flush_append_entries)
         self._on_tick_thread: queue.SimpleQueue = queue.SimpleQueue()
+        self._pending: list[tuple[bytes, asyncio.Future]] = []     # writes for the next entry
         self._closing = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="raft-tick", daemon=True)
         self._ticker.start()
@@ -268,15 +278,40 @@ class ClusterStore:
         return await self._await_outcome(fut)
 
     async def _submit(self, payload: bytes) -> tuple[dict | None, int]:
+        """Queue a transaction for the next Raft entry. The writes that arrive in the same
+        turn of the event loop share one entry (group commit): with many writes in flight,
+        the leader replicates and answers one entry instead of one per write."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
-
-        def done(result, reason):
-            loop.call_soon_threadsafe(_resolve, fut, (result, reason))
-
-        self._replica.last_activity = time.monotonic()
-        self._replica.apply_txn(payload, callback=done)
+        if not self._pending:
+            loop.call_soon(self._flush_pending, loop)
+        self._pending.append((payload, fut))
         return await self._await_outcome(fut)
+
+    def _flush_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending, self._pending = self._pending, []
+        self._replica.last_activity = time.monotonic()
+        while pending:
+            batch, size = [], 0
+            while pending and (not batch or size + len(pending[0][0]) <= GROUP_COMMIT_BYTES):
+                size += len(pending[0][0])
+                batch.append(pending.pop(0))
+            self._propose(loop, batch)
+
+    def _propose(self, loop: asyncio.AbstractEventLoop, batch: list[tuple[bytes, asyncio.Future]]) -> None:
+        futures = [fut for _, fut in batch]
+
+        def done(results, reason):
+            def settle() -> None:
+                for i, fut in enumerate(futures):
+                    _resolve(fut, ((results[i] if results is not None else None), reason))
+            loop.call_soon_threadsafe(settle)
+
+        if len(batch) == 1:
+            self._replica.apply_txn(batch[0][0], callback=lambda result, reason: done(
+                None if result is None else [result], reason))
+        else:
+            self._replica.apply_txns([payload for payload, _ in batch], callback=done)
 
     async def _await_outcome(self, fut: asyncio.Future) -> tuple:
         """The callback's (result, reason); MISSING_LEADER once the cluster has had no
@@ -307,9 +342,9 @@ class ClusterStore:
         self._watchers = [(lp, q) for lp, q in self._watchers if q is not queue]
 
     def _publish(self, events: list[Event]) -> None:
-        for loop, queue in list(self._watchers):
+        for loop, watcher in list(self._watchers):
             if not loop.is_closed():
-                loop.call_soon_threadsafe(queue.put_nowait, events)
+                loop.call_soon_threadsafe(watcher.put_nowait, events)
 
     def close(self) -> None:
         self._closing.set()

@@ -219,3 +219,34 @@ def test_many_concurrent_commits_all_apply(tmp_path, free_port):
         finally:
             store.close()
     asyncio.run(main())
+
+
+def test_concurrent_commits_share_raft_entries_yet_succeed_or_fail_alone(tmp_path, free_port):
+    async def first():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            await store.commit([{"op": "create", "kind": "nodes", "obj": {"id": "taken"}}])
+            raft_before = store.status()["commit_index"]
+            outcomes = await asyncio.gather(*(
+                store.commit([{"op": "create", "kind": "nodes", "obj": {"id": "taken" if i == 7 else f"g{i}"}}])
+                for i in range(30)), return_exceptions=True)
+            assert isinstance(outcomes[7], ExistsError)
+            assert all(isinstance(o, dict) and o["ok"] for i, o in enumerate(outcomes) if i != 7)
+            entries = store.status()["commit_index"] - raft_before
+            assert entries < 29, f"{entries} Raft entries for 29 writes: no group commit"
+            return sorted(n["id"] for n in store.list("nodes"))
+        finally:
+            store.close()
+
+    async def second():
+        store = open_store(tmp_path, free_port)      # the journal replays the grouped entries
+        try:
+            await ready(store)
+            return sorted(n["id"] for n in store.list("nodes"))
+        finally:
+            store.close()
+
+    ids = asyncio.run(first())
+    assert len(ids) == 30 and "g7" not in ids
+    assert asyncio.run(second()) == ids
