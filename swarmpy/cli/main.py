@@ -228,7 +228,7 @@ def build_parser() -> Parser:
     p.set_defaults(func=stack.services)
     p = stacks.add_parser("ps")
     _common(p, quiet=True, fmt=True)
-    p.add_argument("-a", "--all", action="store_true", help="show tasks that were shut down too")
+    p.add_argument("-f", "--filter", action="append", default=[], help="desired-state=running|shutdown")
     p.add_argument("stack")
     p.set_defaults(func=stack.ps)
     p = stacks.add_parser("rm", aliases=["remove", "down"])

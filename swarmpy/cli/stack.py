@@ -13,7 +13,7 @@ from stacks.errors import StackFileError
 from stacks.loader import load
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import dump_json, short, table
-from swarmpy.cli.parser import invalid
+from swarmpy.cli.parser import filters, invalid
 from swarmpy.cli.progress import wait_converged
 from swarmpy.cli.service import print_tasks, replicas_column
 
@@ -87,8 +87,8 @@ def services(args) -> int:
 def ps(args) -> int:
     client = Client(args.host)
     tasks = []
+    query = filters(args.filter, {"desired-state": ("running", "shutdown")})
     for service in _services_of(client, args.stack):
-        query = {"desired-state": "running"} if not args.all else {}
         tasks += client.get("/tasks", service=service["id"], **query)
     return print_tasks(client, tasks, args)
 

@@ -38,7 +38,7 @@ def test_deploy_the_test_stack_and_see_it_converge(cluster):
     services = {r.split()[1]: r.split() for r in cluster.ok("stack", "services", "e2e").splitlines()[1:]}
     assert services["e2e_web"][2:4] == ["replicated", "2/2"], services
     assert services["e2e_agent"][2:4] == ["global", "1/1"], services
-    assert len(cluster.ok("stack", "ps", "-q", "e2e").split()) == 3
+    assert len(cluster.ok("stack", "ps", "-q", "-f", "desired-state=running", "e2e").split()) == 3
 
     web = cluster.service("e2e_web")
     assert web["spec"]["labels"] == {"com.example.role": "web", "com.docker.stack.namespace": "e2e",
