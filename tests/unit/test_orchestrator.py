@@ -806,3 +806,27 @@ def test_a_changed_job_runs_again_and_a_global_job_once_per_node():
     for x in job_tasks(t, g["id"]):
         set_status(t, x["id"], TaskState.COMPLETE)
     assert job_reconcile(t, g["id"], nodes).ops == []
+
+
+def test_stop_first_starts_the_replacement_only_once_the_old_task_stopped():
+    t = Tables()
+    svc = start_update(t, running_service(t, 2), image="busybox:2")
+    reconcile(t, svc["id"])
+    old = next(x for x in t.service_tasks(svc["id"]) if x["spec"]["image"] == "busybox" and x["slot"] == 1)
+    new = next(x for x in t.service_tasks(svc["id"]) if x["spec"]["image"] == "busybox:2")
+    assert old["desired_state"] == SHUTDOWN and new["desired_state"] == READY
+    reconcile(t, svc["id"])                                 # the old container is still stopping
+    assert t.get("tasks", new["id"])["desired_state"] == READY
+    set_status(t, old["id"], TaskState.SHUTDOWN)
+    reconcile(t, svc["id"])
+    assert t.get("tasks", new["id"])["desired_state"] == RUNNING
+    assert {slot: x["spec"]["image"] for slot, x in live(t, svc["id"]).items()} == {1: "busybox:2", 2: "busybox"}
+
+
+def test_a_replacement_waiting_on_a_task_of_a_down_node_starts():
+    t = Tables()
+    svc = start_update(t, running_service(t, 1), image="busybox:2")
+    reconcile(t, svc["id"])
+    new = next(x for x in t.service_tasks(svc["id"]) if x["spec"]["image"] == "busybox:2")
+    reconcile(t, svc["id"], down={"n1"})                   # the old one's node is gone: don't wait
+    assert t.get("tasks", new["id"])["desired_state"] == RUNNING

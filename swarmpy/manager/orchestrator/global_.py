@@ -17,7 +17,7 @@ def eligible_nodes(service: dict, nodes: list[dict], keeping: bool = False) -> s
 
 
 def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: set[str]) -> SlotPlan:
-    plan = SlotPlan(service, down_nodes)
+    plan = SlotPlan(service, down_nodes, tasks)
     eligible = eligible_nodes(service, nodes, keeping=True)
     new_ok = eligible_nodes(service, nodes)
     live: set[str] = set()

@@ -25,7 +25,7 @@ def is_job(service: dict) -> bool:
 
 
 def reconcile(service: dict, tasks: list[dict], nodes: list[dict], down_nodes: set[str]) -> SlotPlan:
-    plan = SlotPlan(service, down_nodes)
+    plan = SlotPlan(service, down_nodes, tasks)
     taken: set = set()          # slots (nodes) completed, running, or given up on
     active = 0                  # tasks meant to run now (replacements included)
     for task in sorted(tasks, key=lambda t: t["created_at"]):

@@ -5,7 +5,7 @@ from swarmpy.manager.orchestrator.slots import REMOVE, SlotPlan, desired, runnab
 
 
 def reconcile(service: dict, tasks: list[dict], down_nodes: set[str]) -> SlotPlan:
-    plan = SlotPlan(service, down_nodes)
+    plan = SlotPlan(service, down_nodes, tasks)
     live: dict[int, list[dict]] = {}
     declined: set[int] = set()
     for task in sorted(tasks, key=lambda t: t["created_at"]):

@@ -113,9 +113,11 @@ class Update:
         budget = len(waiting) if parallelism == 0 else max(0, parallelism - in_flight)
         waiting.sort(key=lambda t: (t.get("slot") or 0, t.get("node_id") or ""))
         for task in waiting[:budget]:
-            if self.config["order"] != "start-first":
+            if self.config["order"] == "start-first":
+                self.plan.new(task.get("slot"), task.get("node_id") if task.get("slot") is None else None)
+            else:
                 self.plan.stop(task)
-            self.plan.new(task.get("slot"), task.get("node_id") if task.get("slot") is None else None)
+                self.plan.new_after(task)
 
     def _failed(self) -> bool:
         """Apply failure_action when too many tasks of this update failed; True to stop here."""
