@@ -117,17 +117,14 @@ class TaskController:
 
     async def _step(self) -> None:
         desired, engine = self.task["desired_state"], self.agent.engine
-        # A task held at READY waits out its restart delay; even its image check waits, so a
+        # A task held at READY for its restart delay waits; even its image check waits, so a
         # task that keeps failing to prepare is retried at the restart delay, not in a loop.
-        if desired == S.RUNNING and self.state < S.RUNNING:
-            if self.state < S.ACCEPTED:
-                self._report(S.ACCEPTED, "accepted")
-            if self.state < S.PREPARING:
-                self._report(S.PREPARING, "preparing")
-                await engine.call(engine.ensure_image, self.task["spec"]["image"], self.task["spec"]["pull"])
-            if self.state < S.READY:
-                self.container_id = await engine.call(engine.create, **self._container_args())
-                self._report(S.READY, "prepared")
+        # One held until the task it replaces has stopped (stop-first) is prepared at once,
+        # so that it only has to start when its turn comes (as SwarmKit's agent does).
+        if desired == S.READY and self.task.get("start_after") and self.state < S.READY:
+            await self._prepare()
+        elif desired == S.RUNNING and self.state < S.RUNNING:
+            await self._prepare()
             if self.state < S.STARTING:
                 self._report(S.STARTING, "starting")
                 health = await self._has_healthcheck()
@@ -142,6 +139,17 @@ class TaskController:
             if self.container_id and self.state >= S.STARTING:
                 await engine.call(engine.stop, self.container_id, self.task["spec"]["stop_grace_period"])
             self._report(S.SHUTDOWN, "shutdown")
+
+    async def _prepare(self) -> None:
+        engine = self.agent.engine
+        if self.state < S.ACCEPTED:
+            self._report(S.ACCEPTED, "accepted")
+        if self.state < S.PREPARING:
+            self._report(S.PREPARING, "preparing")
+            await engine.call(engine.ensure_image, self.task["spec"]["image"], self.task["spec"]["pull"])
+        if self.state < S.READY:
+            self.container_id = await engine.call(engine.create, **self._container_args())
+            self._report(S.READY, "prepared")
 
     # -- health (SwarmKit's docker controller) -------------------------------------------
     async def _has_healthcheck(self) -> bool:

@@ -24,7 +24,7 @@ from swarmpy.rpc import Channel, ChannelClosed
 
 CA_REQUESTS = ("ca", "join")
 AGENT_TASK_FIELDS = ("id", "service_id", "service_name", "slot", "node_id", "spec", "desired_state",
-                     "assigned_generic", "service_version")
+                     "assigned_generic", "service_version", "start_after")
 
 
 def agent_view(task: dict) -> dict:
