@@ -4,10 +4,12 @@ cluster whole for the next one."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -139,3 +141,31 @@ def test_leader_killed_during_a_stream_of_updates_after_idle_loses_none(host_clu
     terms = {m.get("/info")["raft"]["term"] for m in c.managers}
     assert len(terms) == 1 and terms.pop() > term0, terms
     followers[0].ok("service", "rm", "stream")
+
+
+def test_a_stack_across_hosts_gets_its_secret_only_where_its_tasks_run(host_cluster):
+    """docker-compose.test.yml on five hosts: the global service on every host's engine, the
+    web tasks (constrained to managers) on managers only, and the secret's file only on the
+    hosts that run a web task."""
+    c = host_cluster
+    leader = c.leader()
+    leader.env = dict(leader.env, TEST_IMAGE=leader.image)
+    stack = str(Path(__file__).resolve().parents[2] / "docker-compose.test.yml")
+    leader.ok("stack", "deploy", "-c", stack, "--detach=false", "e2e", timeout=180)
+    try:
+        for node in c.nodes:
+            wait_for(lambda: on_host(node, "e2e_agent") == 1, timeout=60, message=f"agent on {node.hostname}")
+        web_nodes = {t["node_id"] for t in running_tasks(leader.tasks("e2e_web"))}
+        assert len(web_nodes) >= 1 and web_nodes <= {m.node_id for m in c.managers}
+        for node in c.nodes:
+            files = [os.path.join(d, f) for d, _, fs in os.walk(f"/dev/shm/swarmpy/{node.node_id}") for f in fs]
+            secrets = [f for f in files if "/secrets/" in f]
+            assert bool(secrets) == (node.node_id in web_nodes), (node.hostname, files)
+    finally:
+        leader.ok("stack", "rm", "e2e")
+        wait_for(lambda: all(on_host(n, "e2e_web") + on_host(n, "e2e_agent") == 0 for n in c.nodes), timeout=60)
+        for node in c.nodes:
+            try:
+                node.docker.api.remove_volume("e2e_data")
+            except Exception:
+                pass
