@@ -1,52 +1,47 @@
-"""`python -m swarmpy.demo`: a one-node cluster running a demo service, for a first look.
+"""`python -m swarmpy.demo`: a one-node cluster running a demo stack, for a first look.
 
 Starts dockerd if none runs, builds the local busybox image (nothing is pulled),
-initialises a node if none answers on the default socket, creates the `hello`
-service with 3 replicas, waits until they run, and shows `node ls`, `service ls`,
-`service ps` and the service's logs.  Leave it with `swarmpy leave --force`.
+initialises a node if none answers on the default socket, deploys the stack in
+`stacks/examples/demo.yml` (a replicated service, a web server with a healthcheck
+serving a config, a global agent) and waits until it converged, then shows `node ls`,
+`stack services`, `stack ps` and a service's logs. Leave it with `swarmpy leave --force`.
 """
 from __future__ import annotations
 
 import os
 import sys
-import time
+from pathlib import Path
 
+import stacks
 from swarmpy import localengine
-from swarmpy.cli.client import Client, DaemonError, NoDaemon
+from swarmpy.cli.client import Client, NoDaemon
 from swarmpy.cli.main import main as cli
 from worker.engine import NO_PULL_ENV
 
-SERVICE = "hello"
+STACK = "demo"
+STACK_FILE = Path(stacks.__file__).parent / "examples" / "demo.yml"
 
 
-def _show(*argv: str) -> None:
+def _show(*argv: str) -> int:
     print(f"\n$ swarmpy {' '.join(argv)}", flush=True)
-    cli(list(argv))
+    status = cli(list(argv))
     sys.stdout.flush()
+    return status
 
 
 def main() -> int:
     os.environ.setdefault(NO_PULL_ENV, "1")      # the demo never pulls
     localengine.ensure_engine()
-    image = localengine.ensure_busybox_image()
-    client = Client()
+    os.environ["DEMO_IMAGE"] = localengine.ensure_busybox_image()
     try:
-        client.get("/info")
+        Client().get("/info")
     except NoDaemon:
-        _show("init")
-    try:
-        client.get(f"/services/{SERVICE}")
-    except DaemonError:
-        _show("service", "create", "--name", SERVICE, "--replicas", "3", "--stop-grace-period", "1s", image,
-              "sh", "-c", "while true; do echo hello from $(hostname); sleep 5; done")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        status = client.get(f"/services/{SERVICE}")
-        running = [s for s in client.get("/services") if s["id"] == status["id"]][0]["replicas_status"]
-        if running["running"] == running["desired"]:
-            break
-        time.sleep(0.2)
-    for argv in (("node", "ls"), ("service", "ls"), ("service", "ps", SERVICE), ("service", "logs", SERVICE)):
+        if _show("init"):
+            return 1
+    if _show("stack", "deploy", "-c", str(STACK_FILE), "--detach=false", STACK):
+        return 1
+    for argv in (("node", "ls"), ("stack", "services", STACK), ("stack", "ps", STACK),
+                 ("service", "logs", "--tail", "3", f"{STACK}_hello")):
         _show(*argv)
     print("\nThe cluster keeps running; remove it with: swarmpy leave --force")
     return 0
