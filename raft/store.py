@@ -49,7 +49,7 @@ class _Replica(SyncObjConsumer):
     @replicated
     def apply_txn(self, payload: bytes) -> dict:
         self.last_activity = time.monotonic()
-        result, events = self.tables.apply(msgpack.unpackb(payload))
+        result, events = self.tables.apply(msgpack.unpackb(payload), owned=True)
         if events:
             self._on_events(events)
         return result

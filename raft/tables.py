@@ -48,16 +48,21 @@ def _get_path(obj: dict, path: str) -> Any:
     return cur
 
 
-def _set_path(obj: dict, path: str, value: Any) -> None:
-    parts = path.split(".")
-    cur = obj
-    for part in parts[:-1]:
-        nxt = cur.get(part)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            cur[part] = nxt
-        cur = nxt
-    cur[parts[-1]] = value
+def _patched(cur: dict, sets: dict[str, Any], owned: bool) -> dict:
+    """A new version of `cur` with dotted paths set, copying only the dicts on those paths:
+    stored objects are never changed in place, so the versions may share the rest (a task
+    status patch no longer copies the task's whole spec)."""
+    new = dict(cur)
+    for path, value in sets.items():
+        *parents, last = path.split(".")
+        node = new
+        for part in parents:
+            child = node.get(part)
+            child = dict(child) if isinstance(child, dict) else {}
+            node[part] = child
+            node = child
+        node[last] = value if owned else copy.deepcopy(value)
+    return new
 
 
 class Tables:
@@ -91,12 +96,14 @@ class Tables:
         return [table[t] for t in self.tasks_by_node.get(node_id, ())]
 
     # -- writes ------------------------------------------------------------
-    def apply(self, ops: Iterable[dict]) -> tuple[dict, list[Event]]:
+    def apply(self, ops: Iterable[dict], owned: bool = False) -> tuple[dict, list[Event]]:
         """Apply a transaction; returns (result, events).  Never raises: errors are results,
-        because this runs on every replica and must not diverge or crash the apply thread."""
+        because this runs on every replica and must not diverge or crash the apply thread.
+        `owned`: the ops were just decoded for this call (the Raft apply path), so their
+        objects are stored as they are instead of copied."""
         ops = list(ops)
         try:
-            planned = self._plan(ops)
+            planned = self._plan(ops, owned)
         except StoreError as exc:
             return {"ok": False, "code": exc.code, "error": str(exc)}, []
         except Exception as exc:  # malformed op: reject the whole transaction
@@ -106,7 +113,7 @@ class Tables:
         return {"ok": True, "index": self.index,
                 "versions": [e.obj.get("version") if e.obj else None for e in events]}, events
 
-    def _plan(self, ops: list[dict]) -> list[tuple[str, str, dict]]:
+    def _plan(self, ops: list[dict], owned: bool = False) -> list[tuple[str, str, dict]]:
         planned: list[tuple[str, str, dict]] = []
         staged: dict[tuple[str, str], dict | None] = {}
         staged_names: dict[tuple[str, str], str | None] = {}
@@ -131,7 +138,7 @@ class Tables:
             if action == "create":
                 if cur is not None:
                     raise ExistsError(f"{kind[:-1]} {obj_id} already exists")
-                new = copy.deepcopy(op["obj"])
+                new = op["obj"] if owned else copy.deepcopy(op["obj"])
             elif cur is None:
                 if op.get("skip_missing"):
                     continue
@@ -143,14 +150,12 @@ class Tables:
             elif action == "check":
                 continue
             elif action == "update":
-                new = copy.deepcopy(op["obj"])
+                new = op["obj"] if owned else copy.deepcopy(op["obj"])
             elif action == "patch":
                 if any(_get_path(cur, p) is not None and _get_path(cur, p) >= v
                        for p, v in op.get("if_lt", {}).items()):
                     continue
-                new = copy.deepcopy(cur)
-                for path, value in op["set"].items():
-                    _set_path(new, path, value)
+                new = _patched(cur, op["set"], owned)
             elif action == "delete":
                 new = None
             else:

@@ -488,3 +488,18 @@ def test_check_op_guards_a_transaction_on_an_objects_version():
     result, _ = t.apply(guarded(None, "t3"))
     assert not result["ok"] and result["code"] == "not_found"
     assert t.get("tasks", "t3") is None
+
+
+def test_a_patch_makes_a_new_version_and_leaves_the_old_one_as_it_was():
+    """Stored objects are snapshots: a reader holding the old version never sees a patch."""
+    t = Tables()
+    t.apply([{"op": "create", "kind": "tasks", "obj": {"id": "t1", "service_id": "s", "spec": {"env": ["A=1"]},
+                                                        "status": {"state": 0, "message": "new"}}}])
+    old = t.get("tasks", "t1")
+    result, _ = t.apply([{"op": "patch", "kind": "tasks", "id": "t1",
+                          "set": {"status.state": 512, "status.err": "", "extra.deep.key": 1}}], owned=True)
+    assert result["ok"]
+    new = t.get("tasks", "t1")
+    assert old["status"] == {"state": 0, "message": "new"} and "extra" not in old
+    assert new["status"] == {"state": 512, "message": "new", "err": ""} and new["extra"] == {"deep": {"key": 1}}
+    assert new["spec"] is old["spec"]            # the untouched part is shared, not copied
