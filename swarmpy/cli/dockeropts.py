@@ -127,13 +127,24 @@ def _check_mount(mount: dict) -> dict:
     return mount
 
 
-def _go_bool(key: str, value: str) -> bool:
-    lowered = value.lower()
-    if lowered in ("1", "t", "true"):
+_GO_TRUE = ("1", "t", "T", "TRUE", "true", "True")
+_GO_FALSE = ("0", "f", "F", "FALSE", "false", "False")
+
+
+def parse_bool(text: str) -> bool:
+    """Go's strconv.ParseBool, which docker's boolean flags and options use."""
+    if text in _GO_TRUE:
         return True
-    if lowered in ("0", "f", "false"):
+    if text in _GO_FALSE:
         return False
-    raise ValueError(f"invalid value for {key}: {value}")
+    raise ValueError(f'strconv.ParseBool: parsing "{text}": invalid syntax')
+
+
+def _go_bool(key: str, value: str) -> bool:
+    try:
+        return parse_bool(value)
+    except ValueError:
+        raise ValueError(f"invalid value for {key}: {value}") from None
 
 
 def _tmpfs(key: str, value: str, parse) -> int:

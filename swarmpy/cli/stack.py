@@ -12,22 +12,18 @@ from stacks.convert import NAMESPACE_LABEL, convert
 from stacks.errors import StackFileError
 from stacks.loader import load
 from swarmpy.cli.client import Client, DaemonError
+from swarmpy.cli.dockeropts import parse_bool
 from swarmpy.cli.output import dump_json, short, table
 from swarmpy.cli.parser import filters, invalid
 from swarmpy.cli.progress import wait_converged
 from swarmpy.cli.service import print_tasks, replicas_column
 
 
-def _bool_flag(flag: str, value: str) -> bool:
-    if value.lower() in ("true", "1"):
-        return True
-    if value.lower() in ("false", "0"):
-        return False
-    raise invalid(flag, value, "strconv.ParseBool: parsing " + repr(value).replace("'", '"') + ": invalid syntax")
-
-
 def deploy(args) -> int:
-    detach = _bool_flag("--detach", args.detach)
+    try:
+        detach = parse_bool(args.detach)
+    except ValueError as exc:
+        raise invalid("--detach", args.detach, str(exc)) from None
     try:
         plan = convert(load(args.compose_file), args.stack)
     except StackFileError as exc:

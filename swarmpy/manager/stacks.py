@@ -8,6 +8,7 @@ Services whose spec did not change are not written at all, so their tasks stay.
 """
 from __future__ import annotations
 
+import base64
 import re
 
 from raft.errors import ConflictError, ExistsError, NotFoundError
@@ -80,7 +81,7 @@ def _object_ops(store: ClusterStore, sealer: secrets.Sealer, objects, result: di
                 ops.append({"op": "create", "kind": key, "obj": obj})
                 created.add((kind, name))
                 result["created"].append(f"{kind} {name}")
-            elif not _same_data(kind, current, obj, sealer):
+            elif not _same_data(kind, current, item["data"], sealer):
                 raise ConflictError(f"failed to update {kind} {name}: rpc error: code = InvalidArgument "
                                     "desc = only updates to Labels are allowed")
             elif current["spec"]["labels"] != obj["spec"]["labels"]:
@@ -90,10 +91,9 @@ def _object_ops(store: ClusterStore, sealer: secrets.Sealer, objects, result: di
     return ops, created
 
 
-def _same_data(kind: str, current: dict, new: dict, sealer: secrets.Sealer) -> bool:
-    if kind == "secret":
-        return sealer.open(current["sealed"]) == sealer.open(new["sealed"])
-    return current["data"] == new["data"]
+def _same_data(kind: str, current: dict, data_b64: str, sealer: secrets.Sealer) -> bool:
+    stored = sealer.open(current["sealed"]) if kind == "secret" else base64.b64decode(current["data"])
+    return stored == base64.b64decode(data_b64)
 
 
 def _service_ops(store: ClusterStore, namespace: str, parsed: list, prune: bool, created: set,
@@ -133,7 +133,9 @@ async def remove(store: ClusterStore, namespace: str) -> list[str]:
     commit; a secret another stack's service uses stays refused."""
     services = stack_services(store, namespace)
     stack_names = {s["spec"]["name"] for s in services}
-    owned = [(kind, o) for kind, key in secrets.KINDS.items() for o in store.list(key)
+    # docker's order: services, then secrets, then configs
+    owned = [(kind, o) for kind, key in secrets.KINDS.items()
+             for o in sorted(store.list(key), key=lambda o: o["spec"]["name"])
              if o["spec"]["labels"].get(NAMESPACE_LABEL) == namespace]
     if not services and not owned:
         raise NotFoundError(f"Nothing found in stack: {namespace}")
@@ -141,4 +143,4 @@ async def remove(store: ClusterStore, namespace: str) -> list[str]:
     ops += [secrets.removal_op(store, kind, o, ignoring=stack_names) for kind, o in owned]
     await store.commit(ops)
     return ([f"service {n}" for n in sorted(stack_names)]
-            + [f"{kind} {o['spec']['name']}" for kind, o in sorted(owned, key=lambda x: (x[0], x[1]["spec"]["name"]))])
+            + [f"{kind} {o['spec']['name']}" for kind, o in owned])

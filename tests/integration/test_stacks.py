@@ -71,7 +71,7 @@ def test_deploy_the_test_stack_and_see_it_converge(cluster):
 
     removed = cluster.ok("stack", "rm", "e2e")
     assert removed.splitlines() == ["Removing service e2e_agent", "Removing service e2e_web",
-                                    "Removing config e2e_web_conf", "Removing secret e2e_db_password"]
+                                    "Removing secret e2e_db_password", "Removing config e2e_web_conf"]
     cluster.wait_for(lambda: not cluster.containers("e2e_web", all=True)
                      and not cluster.containers("e2e_agent", all=True), timeout=30)
     assert "e2e" not in cluster.ok("stack", "ls")

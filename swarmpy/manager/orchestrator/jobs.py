@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from swarmpy.manager.orchestrator import restart
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
-from swarmpy.manager.orchestrator.slots import SHUTDOWN, SlotPlan, runnable, spec_changed
+from swarmpy.manager.orchestrator.slots import SlotPlan, runnable, spec_changed
 from swarmpy.models import TaskState
 
 COMPLETE = int(TaskState.COMPLETE)
@@ -85,5 +85,3 @@ def progress(service: dict, tasks: list[dict]) -> dict:
     running = sum(1 for t in current if t["status"]["state"] == int(TaskState.RUNNING))
     return {"running": running, "completed": completed, "total": service["spec"]["replicas"]}
 
-
-__all__ = ["SHUTDOWN", "is_job", "progress", "reconcile"]
