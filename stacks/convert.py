@@ -3,10 +3,12 @@ does for `docker stack deploy` (see shared/compose/SOURCES.md, key by key).
 
 The result is a `StackPlan`: the namespaced service specs (dicts in the shape of
 `swarmpy.models.ServiceSpec`, which the manager validates again), plus the warnings
-for what swarmpy does not do yet, and the secrets and configs the stack creates (the
-files' bytes, read here as docker's CLI reads them) or expects to exist (external).
-Names follow docker: service `STACK_svc`, volumes, secrets and configs `STACK_key`
-unless `name:`/`external`, and every object carries `com.docker.stack.namespace=STACK`.
+for what swarmpy does not do yet, the overlay networks the services join (to create,
+or external: to exist), and the secrets and configs the stack creates (the files'
+bytes, read here as docker's CLI reads them) or expects to exist (external).
+Names follow docker: service `STACK_svc`, networks, volumes, secrets and configs
+`STACK_key` unless `name:`/`external`, and every object carries
+`com.docker.stack.namespace=STACK`.
 """
 from __future__ import annotations
 
@@ -21,38 +23,142 @@ from swarmpy import units
 NAMESPACE_LABEL = "com.docker.stack.namespace"
 IMAGE_LABEL = "com.docker.stack.image"
 
+DEFAULT_NETWORK = "default"          # what a service without `networks:` joins: STACK_default
+NETWORK_OPTIONS = ("multicast",)     # the driver_opts swarmpy's overlay takes
+# moby's NetworkMode.IsUserDefined: these are the engine's own networks, never a swarm's
+ENGINE_NETWORKS = ("bridge", "host", "none", "default")
+
 # docker's convertRestartPolicy for the service-level `restart:` key
 _RESTART_KEY = {"always": "any", "unless-stopped": "any", "on-failure": "on-failure", "no": None}
 
 
 @dataclass
 class StackPlan:
-    """What a deploy sends: the services, and the secrets/configs the stack creates
-    ({"name", "labels", "data": base64 of the file}) or needs to exist already
-    ({"name", "external": True})."""
+    """What a deploy sends: the services; the networks they join, to create (the body of
+    POST /networks: {"name", "driver", "labels", "attachable", "internal", "options",
+    ["subnet"]}) or to exist already ({"name", "external": True}); and the secrets/configs
+    the stack creates ({"name", "labels", "data": base64 of the file}) or needs to exist
+    already ({"name", "external": True})."""
     namespace: str
     services: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     secrets: list[dict] = field(default_factory=list)
     configs: list[dict] = field(default_factory=list)
+    networks: list[dict] = field(default_factory=list)
 
 
 def convert(loaded: LoadedStack, namespace: str) -> StackPlan:
     config = loaded.config
     plan = StackPlan(namespace, warnings=list(loaded.warnings))
-    if any(svc.get("networks") for svc in config["services"].values()) or config.get("networks"):
-        plan.warnings.append("Ignoring networks: swarmpy has no overlay networks yet; "
-                             "tasks attach to the engine's default bridge")
-    modes = sorted(name for name, svc in config["services"].items()
-                   if (svc.get("deploy") or {}).get("endpoint_mode"))
-    if modes:
-        plan.warnings.append(f"Ignoring endpoint_mode of {', '.join(modes)}: swarmpy has no overlay "
-                             "networks yet, so no virtual IPs or DNS round-robin")
+    plan.networks = _network_objects(config, namespace, plan.warnings)
     plan.secrets = _file_objects("secrets", config.get("secrets") or {}, namespace)
     plan.configs = _file_objects("configs", config.get("configs") or {}, namespace)
     for name in sorted(config["services"]):
-        plan.services.append(_service(name, config["services"][name], config, namespace))
+        plan.services.append(_service(name, config["services"][name], config, namespace, plan.warnings))
     return plan
+
+
+# --- networks (docker's convert/compose.go Networks and convertServiceNetworks) ------------------
+
+def _attached(svc: dict) -> dict:
+    """A service's networks as {key: None | {aliases, ...}}; none named is `default`."""
+    return svc.get("networks") or {DEFAULT_NETWORK: None}
+
+
+def _network_objects(config: dict, namespace: str, warnings: list[str]) -> list[dict]:
+    """The networks the services join (as docker: a declared network no service uses is not
+    made), sorted by name: created ones with their create body, external ones by name.  An
+    undeclared key other than `default` is left to the service's conversion (docker's error)."""
+    declared = config.get("networks") or {}
+    used = {key for svc in config["services"].values() for key in _attached(svc)}
+    out = []
+    for key in sorted(used):
+        if key not in declared and key != DEFAULT_NETWORK:
+            continue
+        out.append(_network_object(key, declared.get(key) or {}, namespace, warnings))
+    return sorted(out, key=lambda n: n["name"])
+
+
+def _network_object(key: str, net: dict, namespace: str, warnings: list[str]) -> dict:
+    where = ("networks", key)
+    if net.get("external"):
+        name = net.get("name") or key
+        if name in ENGINE_NETWORKS:
+            raise StackFileError(f"networks.{key}: the engine's {name!r} network is not a swarm network and "
+                                 "swarmpy's services cannot join it; use an overlay network "
+                                 "(`swarmpy network create NAME`, then external: true, name: NAME)",
+                                 path=where)
+        return {"name": name, "external": True}
+    name = net.get("name") or scoped(namespace, key)
+    driver = net.get("driver") or "overlay"
+    if driver != "overlay":
+        raise StackFileError(f"networks.{key}.driver: network {name} asks for driver {driver!r}, but a stack's "
+                             "networks span the swarm: swarmpy makes overlay networks only; use "
+                             "driver: overlay (or leave driver out)", path=where + ("driver",))
+    body = {"name": name, "driver": "overlay",
+            "labels": {**_strings(net.get("labels")), NAMESPACE_LABEL: namespace},
+            "attachable": bool(net.get("attachable")), "internal": bool(net.get("internal")),
+            "options": _network_options(key, name, net.get("driver_opts") or {}, warnings)}
+    subnet = _subnet(key, name, net.get("ipam") or {}, warnings)
+    if subnet:
+        body["subnet"] = subnet
+    if net.get("enable_ipv6"):
+        warnings.append(f"Ignoring enable_ipv6 of network {name}: swarmpy's overlay networks are IPv4 only")
+    return body
+
+
+def _network_options(key: str, name: str, opts: dict, warnings: list[str]) -> dict[str, str]:
+    options, ignored = {}, []
+    for option, value in sorted(_strings(opts).items()):
+        if option not in NETWORK_OPTIONS:
+            ignored.append(option)
+        elif value.lower() not in ("true", "false", "1", "0"):
+            raise StackFileError(f"networks.{key}.driver_opts.{option}: {value!r} is invalid; use true or false",
+                                 path=("networks", key, "driver_opts", option))
+        else:
+            options[option] = value.lower()
+    if ignored:
+        warnings.append(f"Ignoring driver_opts {', '.join(ignored)} of network {name}: swarmpy's overlay "
+                        f"takes {', '.join(NETWORK_OPTIONS)} only (no encryption, no other driver options)")
+    return options
+
+
+def _subnet(key: str, name: str, ipam: dict, warnings: list[str]) -> str:
+    where = ("networks", key, "ipam")
+    if ipam.get("driver") not in (None, "", "default"):
+        raise StackFileError(f"networks.{key}.ipam.driver: IPAM driver {ipam['driver']!r} is not supported "
+                             "by swarmpy; leave it out (swarmpy's own addresses, as docker's default)",
+                             path=where + ("driver",))
+    configs = ipam.get("config") or []
+    if len(configs) > 1:
+        raise StackFileError(f"networks.{key}.ipam.config: swarmpy's networks have one subnet; "
+                             "give one entry", path=where + ("config",))
+    ignored = sorted({k for c in configs for k in (c or {}) if k != "subnet"}
+                     | ({"options"} if ipam.get("options") else set()))
+    if ignored:
+        warnings.append(f"Ignoring ipam {', '.join(ignored)} of network {name}: swarmpy takes the subnet only")
+    return str((configs[0] or {}).get("subnet") or "") if configs else ""
+
+
+def _service_networks(service: str, svc: dict, config: dict, namespace: str, warnings: list[str]) -> list[dict]:
+    """docker's convertServiceNetworks: each attachment's target is the network's real name,
+    its aliases the file's plus the service's own name; sorted by target."""
+    declared = config.get("networks") or {}
+    out = []
+    for key, attachment in _attached(svc).items():
+        if key not in declared and key != DEFAULT_NETWORK:
+            raise StackFileError(f'service {service}: undefined network "{key}"',       # docker's text
+                                 path=("services", service, "networks"))
+        target = (declared.get(key) or {}).get("name") or scoped(namespace, key)
+        aliases = [str(a) for a in (attachment or {}).get("aliases") or []]
+        if target not in ENGINE_NETWORKS:
+            aliases.append(service)
+        ignored = sorted(k for k, v in (attachment or {}).items() if k != "aliases" and v not in (None, "", [], {}))
+        if ignored:
+            warnings.append(f"Ignoring {', '.join(ignored)} of service {service} on network {target}: "
+                            "swarmpy gives each task its address")
+        out.append({"target": target, "aliases": aliases})
+    return sorted(out, key=lambda n: n["target"])
 
 
 # --- secrets and configs (docker's convert/compose.go Secrets/Configs) ---------------------------
@@ -119,7 +225,7 @@ def scoped(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
 
-def _service(name: str, svc: dict, config: dict, namespace: str) -> dict:
+def _service(name: str, svc: dict, config: dict, namespace: str, warnings: list[str]) -> dict:
     where = f"services.{name}"
     image = svc.get("image")
     if not image:
@@ -162,32 +268,24 @@ def _service(name: str, svc: dict, config: dict, namespace: str) -> dict:
     for kind in ("secret", "config"):
         if svc.get(f"{kind}s"):
             spec[f"{kind}s"] = _file_refs(name, kind, svc[f"{kind}s"], config.get(f"{kind}s") or {}, namespace)
-    _check_networks(name, svc, config)
+    spec["networks"] = _service_networks(name, svc, config, namespace, warnings)
     _deploy(spec, name, deploy, svc)
-    _check_endpoint_mode(where, deploy.get("endpoint_mode"), spec.get("ports") or [])
+    if deploy.get("endpoint_mode"):
+        spec["endpoint_mode"] = _endpoint_mode(where, deploy["endpoint_mode"], spec.get("ports") or [])
     return spec
 
 
-def _check_networks(name: str, svc: dict, config: dict) -> None:
-    # Networks are not created yet (a warning says so), but a reference to an undeclared one
-    # is docker's error (convertServiceNetworks); `default` needs no declaration.
-    declared = config.get("networks") or {}
-    for network in svc.get("networks") or {}:
-        if network not in declared and network != "default":
-            raise StackFileError(f'service {name}: undefined network "{network}"',
-                                 path=("services", name, "networks"))
-
-
-def _check_endpoint_mode(where: str, mode: str | None, ports: list[dict]) -> None:
-    # swarmpy ignores endpoint_mode (a warning says so), but refuses what docker's engine
-    # refuses (swarmkit's validateEndpointSpec), so that a file that fails there fails here too.
-    mode = (mode or "vip").lower()       # docker lower-cases it (convertEndpointSpec)
+def _endpoint_mode(where: str, mode: str, ports: list[dict]) -> str:
+    # What docker's engine refuses (swarmkit's validateEndpointSpec) is refused here, before
+    # anything is sent, naming the key; the manager checks it again.
+    mode = mode.lower()       # docker lower-cases it (convertEndpointSpec)
     if mode not in ("vip", "dnsrr"):
         raise StackFileError(f"{where}.deploy.endpoint_mode: invalid resolution mode {mode!r}; "
                              "use vip or dnsrr")
     if mode == "dnsrr" and any(p["mode"] == "ingress" for p in ports):
         raise StackFileError(f"{where}.deploy.endpoint_mode: EndpointSpec: port published with ingress "
                              "mode can't be used with dnsrr mode")
+    return mode
 
 
 def _deploy(spec: dict, service: str, deploy: dict, svc: dict) -> None:

@@ -33,6 +33,8 @@ class NodeConfig:
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""
+    default_addr_pool: list[str] = field(default_factory=list)   # init only: overlay subnets come from here
+    default_addr_pool_mask: int = defaults.DEFAULT_ADDR_POOL_MASK
     raft_peers: list[str] = field(default_factory=list)   # other managers' Raft addresses (managers)
     managers: list[str] = field(default_factory=list)     # managers' cluster addresses HOST:PORT (agent)
 

@@ -21,6 +21,7 @@ from swarmpy.manager.caserver import CAServer
 from swarmpy.manager.controlapi import ControlAPI
 from swarmpy.manager.dispatcher import Dispatcher
 from swarmpy.manager.httpapi import HttpApi
+from swarmpy.manager import networks
 from swarmpy.manager.orchestrator.orchestrator import Orchestrator
 from swarmpy.manager.rolemanager import RoleManager
 from swarmpy.manager.scheduler.scheduler import Scheduler
@@ -166,9 +167,12 @@ class Daemon:
         cfg = self.config
         with open(cfg.node_tls().ca, "rb") as f, open(os.path.join(cfg.certs_dir, "ca-key.pem"), "rb") as k:
             root = ca.KeyPair(f.read(), k.read())
+        pools, mask = networks.parse_pool(cfg.default_addr_pool, cfg.default_addr_pool_mask)
         await self.store.commit([
+            {"op": "create", "kind": "networks", "obj": networks.ingress_object(pools, mask)},
             {"op": "create", "kind": "cluster", "obj": {
                 "id": "default", "cluster_id": cfg.cluster_id, "created_at": now(),
+                "network": {"default_addr_pool": pools, "subnet_size": mask},
                 # The CA key lives in the Raft store, so any manager can sign joining nodes.
                 "root_ca": {"cert": root.cert_pem.decode(), "key": root.key_pem.decode()},
                 "join_tokens": {"worker": ca.new_join_token(root.cert_pem),

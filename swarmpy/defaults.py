@@ -33,3 +33,11 @@ UPDATE_MONITOR_S = 5.0
 UPDATE_MAX_FAILURE_RATIO = 0.0
 UPDATE_ORDER = "stop-first"
 HEALTH_RESYNC_S = 5.0        # a task with a healthcheck asks the engine this often, for missed events
+
+# Overlay networks (docker's defaults: subnets from 10.0.0.0/8 in /24s; VNIs from 4096).
+DEFAULT_ADDR_POOL = ("10.0.0.0/8",)
+DEFAULT_ADDR_POOL_MASK = 24
+VNI_BASE = 4096
+VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50          # bytes of outer headers: the overlay's MTU is the underlay's minus this
+ENDPOINT_DRAIN_S = 0.3       # a task with a VIP leaves the rotation this long before it is stopped

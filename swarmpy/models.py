@@ -129,6 +129,14 @@ class FileRef:
 
 
 @dataclass
+class NetworkAttachment:
+    """A service's place on an overlay network: the network (its id once stored; a name or
+    id as given) and the extra names its tasks answer to there."""
+    target: str
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
 class ServiceSpec:
     name: str
     image: str
@@ -173,6 +181,8 @@ class ServiceSpec:
     ports: list[PortConfig] = field(default_factory=list)
     secrets: list[FileRef] = field(default_factory=list)
     configs: list[FileRef] = field(default_factory=list)
+    networks: list[NetworkAttachment] = field(default_factory=list)
+    endpoint_mode: str = "vip"                                # vip | dnsrr
 
 
 def to_dict(obj) -> dict:

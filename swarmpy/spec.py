@@ -10,8 +10,8 @@ import math
 import re
 
 from swarmpy.manager.scheduler import constraint
-from swarmpy.models import (FileRef, Healthcheck, LogDriver, Mount, PortConfig, Resources, RestartPolicy,
-                            ServiceSpec, Ulimit, UpdateConfig, from_dict)
+from swarmpy.models import (FileRef, Healthcheck, LogDriver, Mount, NetworkAttachment, PortConfig, Resources,
+                            RestartPolicy, ServiceSpec, Ulimit, UpdateConfig, from_dict)
 
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 _VOLUME_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")     # the engine's rule
@@ -26,6 +26,8 @@ CONSISTENCIES = ("default", "consistent", "cached", "delegated")
 PROPAGATIONS = ("rprivate", "private", "rshared", "shared", "rslave", "slave")
 PROTOCOLS = ("tcp", "udp", "sctp")
 PUBLISH_MODES = ("ingress", "host")
+ENDPOINT_MODES = ("vip", "dnsrr")
+_ALIAS = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,62})$")
 ULIMIT_NAMES = ("core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
                 "rss", "rtprio", "rttime", "sigpending", "stack")
 _SIGNAL = re.compile(r"^(SIG)?[A-Z][A-Z0-9]*([+-][0-9]+)?$|^[0-9]+$", re.IGNORECASE)
@@ -334,6 +336,27 @@ def _container_fields(spec: ServiceSpec, data: dict) -> None:
     spec.ports = _ports(data.get("ports", []))
     spec.secrets = _file_refs("secrets", data.get("secrets", []))
     spec.configs = _file_refs("configs", data.get("configs", []))
+    spec.networks = _networks(data.get("networks", []))
+    spec.endpoint_mode = _one_of("endpoint_mode", data.get("endpoint_mode", "vip"), ENDPOINT_MODES)
+
+
+def _networks(value) -> list[NetworkAttachment]:
+    """Which networks the service's tasks join; the control API resolves names to ids."""
+    _require_type("networks", value, list, "a list of objects with target and aliases")
+    attachments = []
+    for i, item in enumerate(value):
+        field = f"networks[{i}]"
+        _object(field, item, NetworkAttachment)
+        attachment = from_dict(NetworkAttachment, {"target": None, **item})
+        _require_type(f"{field}.target", attachment.target, str, "a network's name or id")
+        if not attachment.target:
+            raise SpecError(f"{field}.target", "is required: name the network")
+        for j, alias in enumerate(_string_list(f"{field}.aliases", attachment.aliases)):
+            if not _ALIAS.fullmatch(alias):
+                raise SpecError(f"{field}.aliases[{j}]", f"{alias!r} is invalid; use letters, digits, "
+                                                         "'_', '.', '-' (a DNS name)")
+        attachments.append(attachment)
+    return attachments
 
 
 def _file_refs(name: str, value) -> list[FileRef]:

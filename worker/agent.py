@@ -15,6 +15,8 @@ from swarmpy.rpc import Channel, ChannelClosed
 from worker import taskfiles
 from worker.controller import TaskController
 from worker.engine import LABEL_TASK, Engine
+from worker.network.overlay import Overlays
+from worker.network.upstream import upstream_for
 from worker.resources import NodeResources
 
 RECONNECT_S = (0.2, 2.0)
@@ -48,6 +50,8 @@ class Agent:
         self.engine = engine or Engine()
         self.nvml_gpu_ids = {g.uuid for g in resources.gpus}
         self.controllers: dict[str, TaskController] = {}
+        self.overlays = Overlays(self.engine, split_addr(cluster_addr)[0] if cluster_addr else "127.0.0.1",
+                                 upstream_for(self), self._task_addrs)
         self.log = log.get("agent")
         self.connected = asyncio.Event()
         self._channel: Channel | None = None
@@ -86,6 +90,13 @@ class Agent:
             await asyncio.sleep(delay if target % len(self.managers) == 0 else RECONNECT_S[0])
             delay = min(delay * 2, RECONNECT_S[1])
 
+    def _task_addrs(self) -> dict[str, list[str]]:
+        addrs: dict[str, list[str]] = {}
+        for controller in self.controllers.values():
+            for attachment in controller.task.get("networks") or []:
+                addrs.setdefault(attachment["addr"], []).append(attachment["network_id"])
+        return addrs
+
     def _index_of(self, addr: tuple[str, int]) -> int:
         if addr not in self.managers:
             self.managers.append(addr)
@@ -102,6 +113,7 @@ class Agent:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.overlays.close()
 
     async def remove_all_containers(self) -> int:
         """For `leave --force`: every container of this node's tasks goes.  Docker calls
@@ -116,6 +128,7 @@ class Agent:
             removed.update(c["Id"] for c in containers)
             await asyncio.sleep(0.2)
         taskfiles.remove_node(self.node_id)
+        await self.overlays.remove_all()
         return len(removed)
 
     # -- the session ------------------------------------------------------------------
@@ -164,6 +177,8 @@ class Agent:
             self._renew(self._channel)
         elif msg["type"] == "renewed":
             self._renewed(msg)
+        elif msg["type"] == "networks":
+            self.spawn(self._apply_networks(msg["networks"]))
         elif msg["type"] == "assignments":
             self.spawn(self._assign(msg["tasks"]))
         elif msg["type"] == "logs":
@@ -172,6 +187,12 @@ class Agent:
             stream = self._log_threads.get(msg["req"])    # the reader removes itself when it ends
             if stream is not None:
                 stream.close()
+
+    async def _apply_networks(self, views: list[dict]) -> None:
+        try:
+            await self.overlays.apply(views)
+        except Exception:
+            self.log.exception("networks_not_applied")
 
     # -- certificates ------------------------------------------------------------------
     def _renew(self, channel: Channel | None) -> None:
@@ -252,6 +273,7 @@ class Agent:
             except Exception as exc:
                 self.log.warning("resync_failed", error=str(exc))
                 continue
+            await self.overlays.retry()
             running = {c["Id"] for c in containers if c.get("State") == "running"}
             for controller in list(self.controllers.values()):
                 if controller.state == TaskState.RUNNING and controller.container_id not in running:

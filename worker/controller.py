@@ -14,6 +14,7 @@ from swarmpy.models import TaskState as S
 from worker import dockerargs, taskfiles, templates
 from worker.engine import (ImageUnavailable, LABEL_NODE, LABEL_SERVICE_ID, LABEL_SERVICE_NAME,
                            LABEL_SLOT, LABEL_TASK)
+from worker.network.overlay import NetworkError
 from worker.resources import GPU_KIND
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ class TaskController:
         if self.state > S.RUNNING:
             return
         if container.get("State") == "running":
+            if self.network_ids:
+                self.agent.spawn(self._join_rotation())
             listed = _LISTED_HEALTH.search(container.get("Status", ""))
             waiting = listed is not None and listed.group(1) == "starting" and self.state < S.RUNNING
             self._report(S.STARTING if waiting else S.RUNNING, "starting" if waiting else "started")
@@ -91,6 +94,7 @@ class TaskController:
 
     async def remove(self) -> None:
         self._stop_health()
+        self.agent.overlays.container_gone(self.id)
         self._runner.cancel()
         await asyncio.gather(self._runner, return_exceptions=True)
         if self.container_id:
@@ -108,7 +112,7 @@ class TaskController:
             self._changed.clear()
             try:
                 await self._step()
-            except (ImageUnavailable, taskfiles.MissingFile, templates.TemplateError) as exc:
+            except (ImageUnavailable, taskfiles.MissingFile, templates.TemplateError, NetworkError) as exc:
                 self._report(S.REJECTED, "preparing failed", err=str(exc))
             except DockerException as exc:
                 self._stop_health()
@@ -131,11 +135,16 @@ class TaskController:
                 if health:
                     self._watch_health()        # before the start, so no health event is missed
                 await engine.call(engine.start, self.container_id)
+                await self._join_rotation()
                 if not health and self.state == S.STARTING:
                     self._report(S.RUNNING, "started")
         elif desired > S.RUNNING and self.state <= S.RUNNING:
             self.stopping = True
             self._stop_health()
+            if self.network_ids and self.state == S.RUNNING:
+                # Out of the other nodes' rotation first (the dispatcher told them before us).
+                await asyncio.sleep(defaults.ENDPOINT_DRAIN_S)
+            self.agent.overlays.container_gone(self.id)
             if self.container_id and self.state >= S.STARTING:
                 await engine.call(engine.stop, self.container_id, self.task["spec"]["stop_grace_period"])
             self._report(S.SHUTDOWN, "shutdown")
@@ -148,8 +157,30 @@ class TaskController:
             self._report(S.PREPARING, "preparing")
             await engine.call(engine.ensure_image, self.task["spec"]["image"], self.task["spec"]["pull"])
         if self.state < S.READY:
-            self.container_id = await engine.call(engine.create, **self._container_args())
+            networks = await self._networks()
+            self.container_id = await engine.call(engine.create, networks=networks, **self._container_args())
             self._report(S.READY, "prepared")
+
+    # -- networks -------------------------------------------------------------------------
+    @property
+    def network_ids(self) -> list[str]:
+        return [a["network_id"] for a in self.task.get("networks") or []]
+
+    async def _networks(self) -> list[dict]:
+        """The task's networks as the engine attaches them, once built on this node."""
+        if not self.network_ids:
+            return []
+        views = await self.agent.overlays.wait_built(self.network_ids)
+        addrs = {a["network_id"]: a["addr"] for a in self.task["networks"]}
+        return [{"name": v["name"], "addr": addrs[v["id"]], "gateway": v["gateway"]} for v in views]
+
+    async def _join_rotation(self) -> None:
+        """VIPs answer from inside the container's own namespace: its rules go in once it
+        has one, before the task is reported running."""
+        if self.network_ids:
+            pid = await self.agent.engine.call(self.agent.engine.pid, self.container_id)
+            if pid:
+                await self.agent.overlays.container_started(self.id, pid, self.network_ids)
 
     # -- health (SwarmKit's docker controller) -------------------------------------------
     async def _has_healthcheck(self) -> bool:

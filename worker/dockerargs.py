@@ -46,12 +46,13 @@ def extra_hosts(hosts: list[str]) -> list[str]:
 
 
 def port_bindings(ports: list[dict]) -> dict:
-    """Every published port is bound on this node.  `host` mode is swarm's own meaning;
-    `ingress` is published the same way for now: the routing mesh (the port answering on
-    every node) is a later issue.  Published 0: the engine picks a host port, as swarm's
-    host mode does."""
+    """Ports published in `host` mode are bound on the node that runs the task; `ingress`
+    ones are the routing mesh's, answered on every node (worker/network/rules.py).
+    Published 0: the engine picks a host port, as swarm's host mode does."""
     bindings: dict[str, list] = {}
     for p in ports:
+        if p.get("mode", "ingress") != "host":
+            continue
         key = f"{p['target']}/{p.get('protocol', 'tcp')}"
         bindings.setdefault(key, []).append(p.get("published") or None)
     return bindings

@@ -96,18 +96,36 @@ class Engine:
         return self._image_health[image]
 
     def create(self, name: str, image: str, command: list[str], env: list[str], labels: dict,
-               limits: dict, gpu_ids: list[str], spec: dict | None = None) -> str:
+               limits: dict, gpu_ids: list[str], spec: dict | None = None,
+               networks: list[dict] | None = None) -> str:
         """Create a task's container; `spec` (the service spec's dict form) gives docker's
         ContainerSpec fields: entrypoint, user, mounts, ports, healthcheck and the rest.
-        Reservations are the scheduler's business only: the engine gets the limits (SwarmKit)."""
-        spec = spec or {}
+        Reservations are the scheduler's business only: the engine gets the limits (SwarmKit).
+        `networks` ([{"name", "addr", "gateway"}]): the overlays it joins, at the allocator's
+        addresses, with the node's resolver (the first network's gateway) as its DNS server."""
+        spec, networks = spec or {}, networks or []
+        container_id = self._create(name, image, command, env, labels, limits, gpu_ids, spec, networks)
+        for net in networks[1:]:
+            self.api.connect_container_to_network(container_id, net["name"], ipv4_address=net["addr"])
+        return container_id
+
+    def _create(self, name: str, image: str, command: list[str], env: list[str], labels: dict,
+                limits: dict, gpu_ids: list[str], spec: dict, networks: list[dict]) -> str:
         device_requests = ([docker.types.DeviceRequest(driver="nvidia", device_ids=gpu_ids,
                                                        capabilities=[["gpu"]])] if gpu_ids else None)
+        host_args = dockerargs.host_config(spec)
+        networking = None
+        if networks:
+            # The node's resolver answers service names and forwards the rest (to the
+            # spec's own DNS servers, if any); docker's embedded DNS forwards to it.
+            host_args.update(dns=[networks[0]["gateway"]], network_mode=networks[0]["name"])
+            networking = self.api.create_networking_config(
+                {networks[0]["name"]: self.api.create_endpoint_config(ipv4_address=networks[0]["addr"])})
         host_config = self.api.create_host_config(
             nano_cpus=limits.get("nano_cpus") or None, mem_limit=limits.get("memory_bytes") or None,
-            device_requests=device_requests, **dockerargs.host_config(spec))
+            device_requests=device_requests, **host_args)
         config = dict(command=command or None, labels=labels, environment=env, host_config=host_config,
-                      detach=True, **dockerargs.container_config(spec))
+                      detach=True, networking_config=networking, **dockerargs.container_config(spec))
         start_interval = dockerargs.nanos((spec.get("healthcheck") or {}).get("start_interval"))
         if not start_interval:
             return self.api.create_container(image, name=name, **config)["Id"]
@@ -118,6 +136,10 @@ class Engine:
 
     def start(self, container_id: str) -> None:
         self.api.start(container_id)
+
+    def pid(self, container_id: str) -> int:
+        """The container's main process, whose network namespace is the container's."""
+        return int(self.api.inspect_container(container_id)["State"].get("Pid") or 0)
 
     def stop(self, container_id: str, grace_s: float) -> None:
         try:

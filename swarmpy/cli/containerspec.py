@@ -12,6 +12,7 @@ import shlex
 
 from swarmpy.cli.dockeropts import (dns_server, float_, host_entry, int_, kv, parse_file_ref, parse_mount,
                                     parse_publish, parse_ulimit, port_number, protocol_name, split_host, uint)
+from swarmpy.cli.client import DaemonError
 from swarmpy.cli.parser import UsageError, invalid
 from swarmpy.units import parse_go_duration
 
@@ -49,8 +50,12 @@ def add_flags(p: argparse.ArgumentParser, update: bool) -> None:
         p.add_argument(f"--{prefix}-monitor", help="duration after each task to monitor for failure")
         p.add_argument(f"--{prefix}-max-failure-ratio", help="failure rate to tolerate")
         p.add_argument(f"--{prefix}-order", help="order of operations (\"start-first\", \"stop-first\")")
+    p.add_argument("--endpoint-mode", help="endpoint mode (vip or dnsrr)")
     if update:
         _add_update_lists(p)
+        p.add_argument("--network-add", action="append", default=[],
+                       help="add a network: NAME, or name=NAME,alias=A[,alias=B]")
+        p.add_argument("--network-rm", action="append", default=[], help="remove a network (name or id)")
         for kind in ("secret", "config"):
             p.add_argument(f"--{kind}-add", action="append", default=[], help=f"add or update a {kind}")
             p.add_argument(f"--{kind}-rm", action="append", default=[], help=f"remove a {kind} by name")
@@ -66,6 +71,8 @@ def add_flags(p: argparse.ArgumentParser, update: bool) -> None:
         p.add_argument("--ulimit", action="append", default=[], help="ulimit options NAME=SOFT[:HARD]")
         p.add_argument("--mount", action="append", default=[], help="attach a filesystem mount to the service")
         p.add_argument("-p", "--publish", action="append", default=[], help="publish a port as a node port")
+        p.add_argument("--network", action="append", default=[], dest="networks",
+                       help="network attachment: NAME, or name=NAME,alias=A[,alias=B]")
 
 
 def _add_update_lists(p: argparse.ArgumentParser) -> None:
@@ -103,7 +110,65 @@ def create_fields(args) -> dict:
         spec[f"{prefix}_config"] = _update_config(args, prefix, {})
     for kind in ("secret", "config"):
         spec[f"{kind}s"] = [_convert(f"--{kind}", r, parse_file_ref) for r in getattr(args, f"{kind}s")]
+    spec["networks"] = [_convert("--network", n, parse_network) for n in args.networks]
+    _endpoint_mode(args, spec)
     return spec
+
+
+# -- networks -----------------------------------------------------------------------------------
+def parse_network(text: str) -> dict:
+    """docker's --network: NAME, or the long form name=NAME,alias=A,alias=B (the manager
+    resolves the name to the network's id)."""
+    if "=" not in text:
+        if not text:
+            raise ValueError("network name/id is not specified")
+        return {"target": text, "aliases": []}
+    attachment: dict = {"target": "", "aliases": []}
+    for field in text.split(","):
+        key, sep, value = field.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"invalid field {field}")
+        if key in ("name", "target"):
+            attachment["target"] = value
+        elif key == "alias":
+            attachment["aliases"].append(value)
+        elif key in ("driver-opt", "ip", "ip6"):
+            raise ValueError(f"{key} is not supported by swarmpy's overlay networks; use name= and alias=")
+        else:
+            raise ValueError(f"invalid field key {key}")
+    if not attachment["target"]:
+        raise ValueError("network name/id is not specified")
+    return attachment
+
+
+def endpoint_mode(text: str) -> str:
+    mode = text.lower()                     # docker lower-cases it
+    if mode not in ("vip", "dnsrr"):
+        raise ValueError("use vip or dnsrr")
+    return mode
+
+
+def _endpoint_mode(args, spec: dict) -> None:
+    if args.endpoint_mode is not None:
+        spec["endpoint_mode"] = _convert("--endpoint-mode", args.endpoint_mode, endpoint_mode)
+
+
+def update_networks(args, spec: dict, resolve) -> None:
+    """docker's `service update --network-rm/--network-add`: `resolve(ref)` gives a network's
+    id (the stored attachments name networks by id); the result is sorted by id as docker's."""
+    if not args.network_rm and not args.network_add:
+        return
+    removed = {resolve(ref) for ref in args.network_rm}
+    kept = [a for a in spec.get("networks") or [] if a["target"] not in removed]
+    attached = {a["target"] for a in kept}
+    for attachment in (_convert("--network-add", n, parse_network) for n in args.network_add):
+        network_id = resolve(attachment["target"])
+        if network_id in attached:
+            raise DaemonError(0, f"service is already attached to network {attachment['target']}")
+        attached.add(network_id)
+        kept.append(dict(attachment, target=network_id))
+    spec["networks"] = sorted(kept, key=lambda a: a["target"])
 
 
 def _scalars(args, spec: dict) -> None:
@@ -192,6 +257,7 @@ def apply_update(args, spec: dict) -> None:
         spec[f"{prefix}_config"] = _update_config(args, prefix, spec.get(f"{prefix}_config") or {})
     for kind in ("secret", "config"):
         _update_file_refs(args, kind, spec)
+    _endpoint_mode(args, spec)
 
 
 def _update_file_refs(args, kind: str, spec: dict) -> None:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from swarmpy import defaults
-from swarmpy.cli import node, secret, service, stack, swarm
+from swarmpy.cli import network, node, secret, service, stack, swarm
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.tls import TLSFiles
 from swarmpy.cli.parser import USAGE_EXIT, Parser, UsageError
@@ -75,6 +75,10 @@ def build_parser() -> Parser:
     p.add_argument("--api-tlscacert", help="CA that signs the certificates of clients allowed in")
     p.add_argument("--api-tlscert", help="the API server's certificate")
     p.add_argument("--api-tlskey", help="the API server's key")
+    p.add_argument("--default-addr-pool", action="append", default=[],
+                   help="CIDR that overlay networks' subnets come from (repeatable; default 10.0.0.0/8)")
+    p.add_argument("--default-addr-pool-mask-length", type=int, default=defaults.DEFAULT_ADDR_POOL_MASK,
+                   help="prefix length of each network's subnet taken from the pool")
     p.set_defaults(func=swarm.init)
 
     p = sub.add_parser("join", help="join a cluster as a worker or a manager (the token decides)")
@@ -206,6 +210,35 @@ def build_parser() -> Parser:
         p = objects.add_parser("rm", aliases=["remove"])
         p.add_argument("names", nargs="+")
         p.set_defaults(func=secret.rm, kind=kind)
+
+    networks = sub.add_parser("network", help="manage overlay networks").add_subparsers(
+        dest="sub", required=True, parser_class=Parser)
+    p = networks.add_parser("create", help="create a swarm-scoped overlay network")
+    p.add_argument("-d", "--driver", default="overlay", help="driver to manage the network (overlay only)")
+    p.add_argument("--subnet", action="append", default=[], metavar="CIDR",
+                   help="subnet in CIDR format (default: the next free one of the cluster's address pool)")
+    p.add_argument("--attachable", action="store_true", help="enable manual container attachment")
+    p.add_argument("--internal", action="store_true", help="restrict external access to the network")
+    p.add_argument("--ingress", action="store_true", help="create the swarm routing-mesh network")
+    p.add_argument("-o", "--opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="driver options: multicast=true|false")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="network metadata")
+    p.add_argument("--scope", help="swarm (the only scope here)")
+    p.add_argument("name")
+    p.set_defaults(func=network.create)
+    p = networks.add_parser("ls", aliases=["list"], help="list networks")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display network IDs")
+    p.add_argument("-f", "--filter", action="append", default=[],
+                   help="name=, id=, driver=, label=KEY[=VALUE], scope=")
+    p.add_argument("--format", help="table (default), json, or a Go template such as '{{.Name}}'")
+    p.set_defaults(func=network.ls)
+    p = networks.add_parser("inspect", help="display detailed information on one or more networks")
+    p.add_argument("-f", "--format", help="json (default) or a Go template such as '{{.IPAM.Config}}'")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=network.inspect)
+    p = networks.add_parser("rm", aliases=["remove"], help="remove one or more networks")
+    p.add_argument("names", nargs="+")
+    p.set_defaults(func=network.rm)
 
     stacks = sub.add_parser("stack", help="manage compose stacks").add_subparsers(dest="sub", required=True,
                                                                                  parser_class=Parser)

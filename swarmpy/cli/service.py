@@ -186,6 +186,7 @@ def update(args) -> int:
         if "update_parallelism" in spec:              # stored before update_config existed
             spec.setdefault("update_config", {}).setdefault("parallelism", spec.pop("update_parallelism"))
         containerspec.apply_update(args, spec)
+        containerspec.update_networks(args, spec, lambda ref: client.get(f"/networks/{ref}")["id"])
         # docker: --env-add replaces a variable already set; --env-rm removes by name
         dropped = set(args.env_rm) | {e.split("=", 1)[0] for e in args.env_add}
         spec["env"] = [e for e in spec.get("env", []) if e.split("=", 1)[0] not in dropped] + args.env_add

@@ -33,7 +33,7 @@ def deploy(args) -> int:
     client = Client(args.host)
     result = client.call("POST", "/stacks", body={
         "name": args.stack, "services": plan.services, "prune": args.prune,
-        "secrets": plan.secrets, "configs": plan.configs})
+        "secrets": plan.secrets, "configs": plan.configs, "networks": plan.networks})
     for verb, key in (("Creating", "created"), ("Updating", "updated"), ("Removing", "removed")):
         for what in result[key]:
             print(f"{verb} {what}")

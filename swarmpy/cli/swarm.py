@@ -13,6 +13,8 @@ from swarmpy.cli.client import Client, DaemonError, NoDaemon, socket_path
 from swarmpy.cli.output import dump_json
 from swarmpy.cli.parser import filters, invalid
 from swarmpy.config import NodeConfig, erase_state, new_secret
+from swarmpy.manager.networks import parse_pool
+from swarmpy.spec import SpecError
 from swarmpy.models import new_id
 from swarmpy.tls import TLSFiles
 from swarmpy.units import parse_duration
@@ -52,6 +54,11 @@ def init(args) -> int:
     except ValueError as exc:
         raise invalid("--generic-resource", " ".join(args.generic_resource), str(exc)) from None
     api_addr, tls_files = _api_tcp(args)
+    try:
+        pools, mask = parse_pool(args.default_addr_pool, args.default_addr_pool_mask_length)
+    except SpecError as exc:
+        raise invalid(f"--{exc.field}", " ".join(args.default_addr_pool) or str(args.default_addr_pool_mask_length),
+                      str(exc).split(": ", 2)[-1]) from None
     config = NodeConfig(node_id=new_id(), cluster_id=new_id(), cluster_secret=new_secret(),
                         role="manager", data_dir=data_dir, socket=socket_path(args.host),
                         listen_host=listen_host, port=port,
@@ -60,7 +67,8 @@ def init(args) -> int:
                         hostname=args.hostname or "", generic_resources=args.generic_resource,
                         labels=_labels(args.label), heartbeat_period=_duration(args.dispatcher_heartbeat),
                         task_history_limit=args.task_history_limit, api_addr=api_addr,
-                        tls_ca=tls_files.ca, tls_cert=tls_files.cert, tls_key=tls_files.key)
+                        tls_ca=tls_files.ca, tls_cert=tls_files.cert, tls_key=tls_files.key,
+                        default_addr_pool=pools, default_addr_pool_mask=mask)
     config.save()
     try:
         start_daemon(config)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy import ca
-from swarmpy.manager import secrets
+from swarmpy.manager import networks, secrets
 from swarmpy.manager.orchestrator import jobs, updater
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
 from swarmpy.models import TaskState, new_service, now, to_dict
@@ -77,7 +77,8 @@ class ControlAPI:
         if self.store.by_name("services", spec.name) is not None:
             raise ExistsError(f"name conflicts with an existing object: service {spec.name} already exists")
         service = new_service(spec)
-        checks = secrets.reference_checks(self.store, service["spec"])
+        checks = networks.resolve_targets(self.store, service["spec"])
+        checks += secrets.reference_checks(self.store, service["spec"])
         try:
             await self.store.commit(checks + [{"op": "create", "kind": "services", "obj": service}])
         except ExistsError:
@@ -96,7 +97,8 @@ class ControlAPI:
             raise ConflictError(f"service mode change is not allowed (service {spec.name} is "
                                 f"{current['spec']['mode']})")
         new = to_dict(spec)
-        await self.store.commit(secrets.reference_checks(self.store, new) + [
+        checks = networks.resolve_targets(self.store, new) + secrets.reference_checks(self.store, new)
+        await self.store.commit(checks + [
             {"op": "update", "kind": "services", "obj": respecified(self.store, current, new), "expect": version}])
         return self.store.get("services", current["id"])
 
@@ -116,9 +118,19 @@ class ControlAPI:
         await self.store.commit(removal_ops(self.store, service))
         return service["id"]
 
+    def inspect_service(self, ref: str) -> dict:
+        return self._with_endpoint(self.service(ref))
+
+    def _with_endpoint(self, service: dict) -> dict:
+        """As docker shows it: the endpoint's mode, published ports and VIPs."""
+        spec = service["spec"]
+        return dict(service, endpoint={"mode": spec.get("endpoint_mode", "vip"), "ports": spec.get("ports", []),
+                                       "virtual_ips": networks.virtual_ips(self.store, service)})
+
     def list_services(self) -> list[dict]:
         nodes = self.store.list("nodes")
-        return [dict(s, replicas_status=self._replicas(s, nodes)) for s in self.store.list("services")]
+        return [dict(self._with_endpoint(s), replicas_status=self._replicas(s, nodes))
+                for s in self.store.list("services")]
 
     def _replicas(self, service: dict, nodes: list[dict]) -> dict:
         tasks = self.store.tables.service_tasks(service["id"])
@@ -137,6 +149,38 @@ class ControlAPI:
         else:
             desired = service["spec"]["replicas"]
         return {"running": running, "desired": desired}
+
+    # -- networks ---------------------------------------------------------------------
+    def network(self, ref: str) -> dict:
+        return resolve(self.store.list("networks"), ref, "network",
+                       lambda name: self.store.by_name("networks", name))
+
+    async def create_network(self, body) -> dict:
+        network = networks.new_network(self.store, body)
+        try:
+            await self.store.commit([{"op": "create", "kind": "networks", "obj": network}])
+        except ExistsError:
+            raise ExistsError(f"rpc error: code = AlreadyExists desc = network with name "
+                              f"{network['spec']['name']} already exists") from None
+        return networks.public(self.store.get("networks", network["id"]))
+
+    def list_networks(self) -> list[dict]:
+        return [networks.public(n) for n in self.store.list("networks")]
+
+    def inspect_network(self, ref: str) -> dict:
+        return networks.public(self.network(ref))
+
+    async def remove_network(self, ref: str) -> str:
+        # The allocator rewrites a network's addresses at any time: read again on a conflict.
+        for attempt in range(3):
+            network = self.network(ref)
+            try:
+                await self.store.commit([networks.removal_op(self.store, network)])
+                return network["id"]
+            except ConflictError:
+                if attempt == 2 or self.store.get("networks", network["id"]) is None:
+                    raise
+        raise AssertionError("unreachable")
 
     # -- secrets and configs ------------------------------------------------------------
     def _object(self, kind: str, ref: str) -> dict:

@@ -17,6 +17,7 @@ from raft.errors import StoreError
 from raft.store import ClusterStore
 from swarmpy import ca, defaults, log
 from swarmpy.config import raft_to_cluster_addr
+from swarmpy.manager import networks
 from swarmpy.manager.caserver import manager_addrs, root_ca
 from swarmpy.manager.secrets import Sealer, task_files
 from swarmpy.models import TaskState, now, status_patch
@@ -24,7 +25,7 @@ from swarmpy.rpc import Channel, ChannelClosed
 
 CA_REQUESTS = ("ca", "join")
 AGENT_TASK_FIELDS = ("id", "service_id", "service_name", "slot", "node_id", "spec", "desired_state",
-                     "assigned_generic", "service_version", "start_after")
+                     "assigned_generic", "service_version", "start_after", "networks")
 
 
 def agent_view(task: dict) -> dict:
@@ -40,6 +41,7 @@ class Session:
     role: str = "worker"            # the role the node runs as now (its certificate's)
     role_offered: str = ""          # the role last asked of it
     fingerprint: dict = field(default_factory=dict)
+    networks: list = field(default_factory=list)     # the network views last sent
     log_streams: dict[int, asyncio.Queue] = field(default_factory=dict)
 
 
@@ -217,6 +219,10 @@ class Dispatcher:
                     if e.kind == "tasks" and e.obj.get("node_id"):
                         self._dirty_nodes.add(e.obj["node_id"])
                         self._push_event.set()
+                    if e.kind in ("networks", "services") or (e.kind == "tasks" and e.obj.get("networks")):
+                        # Every node on a network hears of its services' tasks coming and going.
+                        self._dirty_nodes.update(self.sessions)
+                        self._push_event.set()
         finally:
             self.store.unwatch(queue)
 
@@ -226,15 +232,30 @@ class Dispatcher:
             await asyncio.sleep(0.005)
             self._push_event.clear()
             dirty, self._dirty_nodes = self._dirty_nodes, set()
-            for node_id in dirty:
-                session = self.sessions.get(node_id)
-                if session is not None:
-                    try:
-                        await self._push(session)
-                    except ChannelClosed:
-                        pass
+            views = networks.network_views(self.store)
+            sessions = [self.sessions[n] for n in dirty if n in self.sessions]
+            # Network views go to every node before any assignment: a task told to stop is
+            # out of the other nodes' rotation by the time its own node stops it.
+            for session in sessions:
+                await self._send_quietly(self._push_networks(session, views))
+            for session in sessions:
+                await self._send_quietly(self._push(session, views))
 
-    async def _push(self, session: Session) -> None:
+    @staticmethod
+    async def _send_quietly(coro) -> None:
+        try:
+            await coro
+        except ChannelClosed:
+            pass
+
+    async def _push_networks(self, session: Session, views: dict) -> None:
+        mine = networks.node_views(self.store, session.node_id, views)
+        if mine != session.networks:
+            session.networks = mine
+            await session.channel.send({"type": "networks", "networks": mine})
+
+    async def _push(self, session: Session, views: dict | None = None) -> None:
+        await self._push_networks(session, views if views is not None else networks.network_views(self.store))
         await self._offer_role(session)
         tasks = [t for t in self.store.tables.node_tasks(session.node_id)
                  if t["status"]["state"] >= TaskState.ASSIGNED]

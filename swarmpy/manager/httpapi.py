@@ -144,6 +144,10 @@ class HttpApi:
             r.add_get(f"{V}/{kind}s/{{ref}}", functools.partial(self.inspect_object, kind))
             r.add_delete(f"{V}/{kind}s/{{ref}}", functools.partial(self.remove_object, kind))
         r.add_delete(f"{V}/stacks/{{name}}", self.remove_stack)
+        r.add_get(f"{V}/networks", self.networks)
+        r.add_post(f"{V}/networks", self.create_network)
+        r.add_get(f"{V}/networks/{{ref}}", self.network)
+        r.add_delete(f"{V}/networks/{{ref}}", self.remove_network)
         r.add_post(f"{V}/leave", self.leave)
         r.add_get(f"{V}/events", self.events)
         self._runner: web.AppRunner | None = None
@@ -193,7 +197,7 @@ class HttpApi:
         return web.json_response(self.control.list_services())
 
     async def service(self, request):
-        return web.json_response(self.control.service(request.match_info["ref"]))
+        return web.json_response(self.control.inspect_service(request.match_info["ref"]))
 
     async def create_service(self, request):
         service = await self.control.create_service(await _json_body(request))
@@ -223,13 +227,25 @@ class HttpApi:
     async def remove_object(self, kind: str, request):
         return web.json_response({"id": await self.control.remove_object(kind, request.match_info["ref"])})
 
+    async def networks(self, request):
+        return web.json_response(self.control.list_networks())
+
+    async def create_network(self, request):
+        return web.json_response(await self.control.create_network(await _json_body(request)), status=201)
+
+    async def network(self, request):
+        return web.json_response(self.control.inspect_network(request.match_info["ref"]))
+
+    async def remove_network(self, request):
+        return web.json_response({"id": await self.control.remove_network(request.match_info["ref"])})
+
     async def deploy_stack(self, request):
         body = await _json_body(request)
         if not isinstance(body, dict):
             raise SpecError("stack", "the body must be a JSON object with name, services and prune")
         result = await stacks.deploy(self.daemon.store, self.control.sealer, body.get("name"),
                                      body.get("services"), prune=bool(body.get("prune")),
-                                     objects={k: body.get(k) for k in ("secrets", "configs")})
+                                     objects={k: body.get(k) for k in ("secrets", "configs", "networks")})
         return web.json_response(result)
 
     async def remove_stack(self, request):

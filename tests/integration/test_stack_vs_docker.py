@@ -16,9 +16,9 @@ node for global services):
 * each side's service listing (`docker stack services` / `swarmpy stack services`): the set of
   services, their mode, running/desired replicas and image;
 * per service: its labels, and its published ports as specified (Docker's
-  Endpoint.Spec.Ports form).  Docker publishes ingress ports through the routing mesh, which
-  needs IPVS, which this kernel lacks (and swarmpy has no mesh yet): so for ingress ports the
-  service-level spec is compared, not the running bindings;
+  Endpoint.Spec.Ports form).  Docker publishes ingress ports through its routing mesh, which
+  needs IPVS, which this kernel lacks (swarmpy's mesh uses iptables: tests/integration/
+  test_overlay_hosts.py): so for ingress ports the service-level spec is compared here;
 * per container, `docker inspect` as each engine reports it, flattened: Name, Path/Args, State,
   every Config field (env per variable, labels per key, hostname, working dir, entrypoint, cmd,
   healthcheck, exposed ports, ...), every HostConfig field (NanoCpus, Memory, RestartPolicy,
@@ -116,13 +116,17 @@ KNOWN: tuple[Known, ...] = (
           ANY, ANY,
           "paths under each engine's data root (the namespace engine's lies under /tmp/swarmpy-netns-*); "
           "a volume's name, driver and options are compared"),
-    # -- networks: issue 5
-    Known(("networks",), ANY, ["bridge"],
-          "issue 5 (networks): swarmpy's tasks use the engine's default bridge; docker's join the stack's "
-          "overlay network <stack>_default (and ingress, with ingress ports)"),
+    # -- networks (both sides join <stack>_default; compared as `networks`)
     Known(("NetworkSettings.*",), ANY, ANY,
-          "issue 5 and per engine: addresses, MACs, endpoints and sandboxes of different networks "
-          "(and host ports the engines pick for published: 0)"),
+          "per engine and allocator: addresses, MACs, endpoints and sandboxes (and host ports the "
+          "engines pick for published: 0)"),
+    Known(("HostConfig.NetworkMode",), "default", ANY,
+          "docker creates a task's container on 'default' and connects it to its networks before the "
+          "start; swarmpy creates it on its first network, at the allocator's address (worker/engine.py)"),
+    Known(("HostConfig.Dns",), EMPTY, ANY,
+          "swarmpy names the node's resolver (its address on the task's first network) as the container's "
+          "DNS server, which docker's embedded DNS forwards swarm names to; docker's engine answers them "
+          "itself (docs/networks.md)"),
     # -- the orchestrators' own container labels beyond LABELS_MAPPED
     Known(("Config.Labels[com.docker.swarm.task]",), "", ABSENT,
           "an empty label docker's executor always sets (a legacy one); swarmpy sets none"),
@@ -136,11 +140,10 @@ KNOWN: tuple[Known, ...] = (
           "docker's executor passes the spec's isolation, 'default'; swarmpy passes none: on Linux both "
           "are the engine's one isolation"),
     # -- published ports (only when the file has them)
-    Known(("Config.ExposedPorts[* ingress]", "HostConfig.PortBindings[* ingress]"), ABSENT, ANY,
-          "docker publishes ingress ports through the routing mesh (the ingress network and IPVS, which "
-          "this kernel lacks): its containers get no binding; swarmpy binds them on each container until "
-          "it has a mesh (worker/dockerargs.py, port_bindings); service.ports compares the spec",
-          needed=False),
+    Known(("Config.ExposedPorts[* ingress]",), ABSENT, ANY,
+          "both publish ingress ports through a routing mesh, not on the container (docker's with IPVS, "
+          "which this kernel lacks; swarmpy's with iptables): swarmpy still lists them as exposed; "
+          "service.ports compares the spec", needed=False),
     # -- secrets and configs (only when the file has them)
     Known(("Mounts[file:*]*", "HostConfig.Mounts[file:*]*"), ABSENT, ANY,
           "docker mounts secret and config files itself (not listed as mounts); swarmpy bind-mounts each "

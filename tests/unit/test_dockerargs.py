@@ -23,13 +23,15 @@ def test_every_field_is_converted():
         "mounts": [{"target": "/d", "source": "data", "volume_labels": {"a": "b"}, "volume_driver": "local"},
                    {"target": "/t", "type": "tmpfs", "tmpfs_size_bytes": 1024, "tmpfs_mode": 0o700},
                    {"target": "/h", "type": "bind", "source": "/tmp", "bind_propagation": "rslave"}],
-        "ports": [{"target": 80, "published": 8080, "mode": "host"}, {"target": 53, "protocol": "udp"}]}))
+        "ports": [{"target": 80, "published": 8080, "mode": "host"}, {"target": 53, "protocol": "udp"},
+                  {"target": 81, "published": 0, "mode": "host"}]}))
     config, host = dockerargs.container_config(spec), dockerargs.host_config(spec)
     assert config["entrypoint"] == ["sh", "-c"] and config["tty"] is True
     assert config["healthcheck"] == {"Test": ["CMD", "true"], "Interval": 500_000_000, "Timeout": 0,
                                      "StartPeriod": 0, "Retries": 2}
-    assert config["ports"] == [(80, "tcp"), (53, "udp")]
-    assert host["port_bindings"] == {"80/tcp": [8080], "53/udp": [None]}
+    assert config["ports"] == [(80, "tcp"), (53, "udp"), (81, "tcp")]
+    # Ingress ports are the routing mesh's, not bound on the task's node.
+    assert host["port_bindings"] == {"80/tcp": [8080], "81/tcp": [None]}
     assert host["init"] is False and host["extra_hosts"] == ["db:10.0.0.2", "db.local:10.0.0.2"]
     assert host["ulimits"] == [{"Name": "nofile", "Soft": 1, "Hard": 2}]
     assert host["log_config"] == {"Type": "local", "Config": {"max-size": "1m"}}

@@ -43,10 +43,8 @@ golden = _load_golden_module()
 
 # What swarmpy deliberately lacks or does differently: each entry is checked to be exactly so.
 GAPS = {
-    "networks": "swarmpy has no overlay networks yet (a later issue): TaskTemplate.Networks "
-                "(targets, aliases) has no swarmpy field; the converter warns instead",
-    "endpoint_mode": "no endpoint spec yet (with networks): EndpointSpec.Mode vip/dnsrr has no swarmpy "
-                     "field; the converter warns about dnsrr and refuses it with an ingress port",
+    "network_options": "swarmpy's overlay takes one driver option, multicast: docker's `encrypted` (and "
+                       "any other driver_opts) is left out of the created network, with a warning naming it",
     "image_latest": "the engine appends :latest to an image without a tag or digest; swarmpy keeps "
                     "the image as written and leaves that to the engine at pull/run time",
     "secret_id": "the goldens record SecretID/ConfigID as the object's name (ids are random): they "
@@ -237,6 +235,10 @@ def docker_spec_to_swarmpy(raw: dict) -> tuple[dict, dict]:
     _set(out, "update_config", _update_config(spec.get("UpdateConfig")))
     _set(out, "rollback_config", _update_config(spec.get("RollbackConfig")))
     _set(out, "ports", _items(spec.get("EndpointSpec") or {}, "Ports", _port))
+    _set(out, "endpoint_mode", _pop(spec, "EndpointSpec", "Mode"))
+    # ids were recorded as names: Target is the network's name, as swarmpy's converter gives it
+    _set(out, "networks", _items(task, "Networks", lambda n: {"target": n.pop("Target"),
+                                                              "aliases": n.pop("Aliases", [])}))
     left = golden.normalise_spec({**spec, "Mode": left_mode})
     return out, left
 
@@ -248,7 +250,8 @@ def _is_user_defined(network: str) -> bool:
 
 
 def expected_networks(config: dict, service: str) -> list[dict]:
-    """Gap "networks": the attachments docker's convertServiceNetworks makes for the service."""
+    """The attachments docker's convertServiceNetworks makes for the service, from the file:
+    a second derivation of what the golden holds, so that both agree on docker's rules."""
     attached = config["services"][service].get("networks") or {"default": None}
     out = []
     for key, attachment in attached.items():
@@ -257,15 +260,20 @@ def expected_networks(config: dict, service: str) -> list[dict]:
         aliases = list((attachment or {}).get("aliases") or [])
         if _is_user_defined(target):
             aliases.append(service)
-        out.append({"Target": target, "Aliases": aliases})
-    return sorted(out, key=lambda n: n["Target"])
+        out.append({"target": target, "aliases": aliases})
+    return sorted(out, key=lambda n: n["target"])
 
 
-def expected_leftovers(config: dict, service: str) -> dict:
-    """The Docker fields with no swarmpy field: exactly the networks and endpoint-mode gaps."""
-    mode = ((config["services"][service].get("deploy") or {}).get("endpoint_mode") or "vip").lower()
-    return golden.normalise_spec({"TaskTemplate": {"Networks": expected_networks(config, service)},
-                                  "EndpointSpec": {"Mode": mode}})
+def expected_option_warnings(gold: dict) -> list[str]:
+    """Gap "network_options": one warning per created network with driver options other than
+    multicast, naming them."""
+    out = []
+    for name, network in sorted(gold["networks"].items()):
+        ignored = sorted(k for k in network.get("Options") or {} if k != "multicast")
+        if ignored:
+            out.append(f"Ignoring driver_opts {', '.join(ignored)} of network {name}: swarmpy's overlay "
+                       "takes multicast only (no encryption, no other driver options)")
+    return out
 
 
 def _has_tag(image: str) -> bool:
@@ -287,6 +295,7 @@ def _effective(fields: dict) -> dict:
         spec[key] = sorted(spec[key])
     for key in ("secrets", "configs", "ports"):
         spec[key] = sorted(spec[key], key=lambda item: sorted(item.items()))
+    spec["networks"] = sorted(spec["networks"], key=lambda n: n["target"])
     return spec
 
 
@@ -328,12 +337,12 @@ def test_the_corpus_is_covered():
 def test_every_listed_gap_occurs_in_the_corpus():
     """So that no gap is listed without a case that shows it (each is asserted where it occurs)."""
     seen = set(REFUSED.values())
+    for name in golden.positive_names():
+        seen |= {"network_options"} if expected_option_warnings(_golden(name)) else set()
     for name, service in ((c.values[0], c.values[1]) for c in _cases()):
         spec = _golden(name)["services"][service]
         task = spec["TaskTemplate"]
         ours = next(s for s in _plan(name).services if s["name"] == service)
-        seen |= {"networks"} if task.get("Networks") else set()
-        seen |= {"endpoint_mode"} if spec["EndpointSpec"]["Mode"] != "vip" else set()
         seen |= {"image_latest"} if task["ContainerSpec"]["Image"] != ours["image"] else set()
         seen |= {"secret_id"} if task["ContainerSpec"].get("Secrets") else set()
     assert seen == set(GAPS)
@@ -349,8 +358,8 @@ def test_service_matches_docker(name, service):
     ours = next(s for s in _plan(name).services if s["name"] == service)
     fields, left = docker_spec_to_swarmpy(_golden(name)["services"][service])
     key = service[len(golden.STACK) + 1:]
-    assert left == expected_leftovers(_loaded(name).config, key), \
-        f"{name} {service}: docker fields with no swarmpy field beyond the listed gaps"
+    assert left == {}, f"{name} {service}: docker fields with no swarmpy field: {left}"
+    assert fields["networks"] == expected_networks(_loaded(name).config, key)
     fields["image"] = docker_image_gap(ours["image"], fields["image"])
     problems = differences(f"{name} {service}", _effective(ours), _effective(fields))
     assert not problems, "\n".join(problems)
@@ -366,17 +375,40 @@ def test_a_replicated_job_converts_to_swarmpys_job_mode():
 @pytest.mark.parametrize("name", [n for n in golden.positive_names() if n not in REFUSED])
 def test_warnings_are_dockers_plus_the_listed_gaps(name):
     ours = _plan(name).warnings
-    swarmpy_only = [w for w in ours if w.startswith(("Ignoring networks:", "Ignoring endpoint_mode"))]
+    # gap "network_options": said for each network whose driver options swarmpy leaves out
+    swarmpy_only = [w for w in ours if w.startswith("Ignoring driver_opts ")]
+    assert swarmpy_only == expected_option_warnings(_golden(name))
     assert [w for w in ours if w not in swarmpy_only] == _golden(name)["deploy_warnings"]
-    config = _loaded(name).config
-    # gap "networks": said whenever the file names networks
-    uses_networks = bool(config["networks"]) or any(s.get("networks") for s in config["services"].values())
-    assert any(w.startswith("Ignoring networks:") for w in ours) == uses_networks
-    # gap "endpoint_mode": said for each service that sets one
-    modes = sorted(k for k, s in config["services"].items() if (s.get("deploy") or {}).get("endpoint_mode"))
-    assert [w for w in ours if w.startswith("Ignoring endpoint_mode")] == (
-        [f"Ignoring endpoint_mode of {', '.join(modes)}: swarmpy has no overlay networks yet, "
-         "so no virtual IPs or DNS round-robin"] if modes else [])
+
+
+# -- networks --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [n for n in golden.positive_names() if n not in REFUSED])
+def test_created_and_external_networks_match_docker(name):
+    """The networks docker created (only those the services join, STACK_default included when a
+    service names none) with their driver, labels, flags and options; the external ones by name."""
+    gold = _golden(name)
+    ours = {n["name"]: n for n in _plan(name).networks}
+    created = {n: o for n, o in ours.items() if not o.get("external")}
+    assert sorted(created) == sorted(gold["networks"]), name
+    assert sorted(n for n, o in ours.items() if o.get("external")) == sorted(gold["external"].get("networks", []))
+    for net_name, body in created.items():
+        theirs = gold["networks"][net_name]
+        assert (body["driver"], body["attachable"], body["internal"]) == \
+            (theirs["Driver"], theirs["Attachable"], theirs["Internal"]), (name, net_name)
+        assert body["labels"] == theirs["Labels"], (name, net_name)
+        # gap "network_options": only multicast is kept
+        assert body["options"] == {k: v for k, v in (theirs.get("Options") or {}).items() if k == "multicast"}
+        assert "subnet" not in body and not theirs["IPAM"].get("Config")      # no corpus file sets ipam
+        assert not theirs["Ingress"] and not theirs["EnableIPv6"] and theirs["Scope"] == "swarm"
+    for body in ours.values():
+        if body.get("external"):
+            assert body == {"name": body["name"], "external": True}
+
+
+def test_the_corpus_has_created_external_and_named_networks():
+    assert any(n.get("external") for n in _plan("traefik-dockerswarm-rocks").networks)
+    assert "proxy" in {n["name"] for n in _plan("traefik-dogvscat").networks}          # name: without external
+    assert "corpus_default" in {n["name"] for n in _plan("atsea").networks}           # a service names none
 
 
 # -- secrets and configs --------------------------------------------------------------------------
@@ -432,8 +464,9 @@ NEGATIVE = {
     "replicas-global": ("convert", ("agent", "replicas can only be used with replicated"),
                         "swarmpy's text names the key services.agent.deploy.replicas"),
     "dnsrr-ingress": ("convert", ("web", "port published with ingress mode can't be used with dnsrr mode"),
-                      "docker's engine refuses it at service create; swarmpy has no endpoint spec, so "
-                      "its converter refuses it, naming services.web.deploy.endpoint_mode"),
+                      "docker's engine refuses it at service create; swarmpy's converter refuses it "
+                      "before anything is sent, naming services.web.deploy.endpoint_mode (the manager "
+                      "refuses it too)"),
 }
 
 
@@ -617,3 +650,111 @@ def test_a_secret_without_a_file_says_so(tmp_path):
     text = "version: '3.8'\nservices:\n  web:\n    image: nginx\nsecrets:\n  s:\n    labels: [a=b]\n"
     with pytest.raises(StackFileError, match=r"^secrets\.s: no file given; use file: PATH or external: true$"):
         _convert_text(text, tmp_path)
+
+
+# -- networks: docker's rules one by one -------------------------------------------------------------
+NETWORKS_STACK = """
+version: "3.8"
+services:
+  web:
+    image: nginx
+    networks:
+      front:
+        aliases: [www, site]
+      back:
+    deploy:
+      endpoint_mode: DNSRR
+  db:
+    image: postgres
+    networks: [back, shared]
+  lone:
+    image: busybox
+networks:
+  front:
+    attachable: true
+    internal: true
+    labels: [team=web]
+    driver_opts:
+      multicast: "false"
+      encrypted: "yes"
+    ipam:
+      config:
+        - subnet: 10.9.8.0/24
+  back:
+    name: backend-net
+  shared:
+    external: true
+    name: common
+  unused: {}
+"""
+
+
+def test_networks_become_create_bodies_and_attachments(tmp_path):
+    plan = _convert_text(NETWORKS_STACK, tmp_path)
+    ns = {"com.docker.stack.namespace": "st"}
+    assert plan.networks == [
+        {"name": "backend-net", "driver": "overlay", "labels": ns, "attachable": False, "internal": False,
+         "options": {}},
+        {"name": "common", "external": True},
+        {"name": "st_default", "driver": "overlay", "labels": ns, "attachable": False, "internal": False,
+         "options": {}},
+        {"name": "st_front", "driver": "overlay", "labels": {"team": "web", **ns}, "attachable": True,
+         "internal": True, "options": {"multicast": "false"}, "subnet": "10.9.8.0/24"},
+    ]           # `unused` is declared but no service joins it: docker does not create it either
+    services = {s["name"]: s for s in plan.services}
+    assert services["st_web"]["networks"] == [
+        {"target": "backend-net", "aliases": ["web"]},
+        {"target": "st_front", "aliases": ["www", "site", "web"]}]     # the file's aliases, then the service
+    assert services["st_web"]["endpoint_mode"] == "dnsrr"
+    assert services["st_db"]["networks"] == [{"target": "backend-net", "aliases": ["db"]},
+                                             {"target": "common", "aliases": ["db"]}]
+    assert services["st_lone"]["networks"] == [{"target": "st_default", "aliases": ["lone"]}]
+    assert "endpoint_mode" not in services["st_db"]
+    assert plan.warnings == ["Ignoring driver_opts encrypted of network st_front: swarmpy's overlay takes "
+                             "multicast only (no encryption, no other driver options)"]
+    for spec in plan.services:
+        parse_service_spec(spec)            # the manager takes them as they are
+
+
+def test_a_declared_default_network_is_used(tmp_path):
+    plan = _convert_text("version: '3.8'\nservices:\n  web: {image: nginx}\n"
+                         "networks:\n  default: {external: true, name: outside}\n", tmp_path)
+    assert plan.networks == [{"name": "outside", "external": True}]
+    assert plan.services[0]["networks"] == [{"target": "outside", "aliases": ["web"]}]
+
+
+def test_an_undeclared_network_is_dockers_error(tmp_path):
+    text = "version: '3.8'\nservices:\n  web:\n    image: nginx\n    networks: [foo]\n"
+    with pytest.raises(StackFileError) as caught:
+        _convert_text(text, tmp_path)
+    assert str(caught.value) == 'service web: undefined network "foo"'
+
+
+@pytest.mark.parametrize("top, message", [
+    ("  n: {driver: bridge}\n",
+     r"^networks\.n\.driver: network st_n asks for driver 'bridge', but a stack's networks span the swarm: "
+     r"swarmpy makes overlay networks only; use driver: overlay \(or leave driver out\)$"),
+    ("  n: {driver_opts: {multicast: maybe}}\n",
+     r"^networks\.n\.driver_opts\.multicast: 'maybe' is invalid; use true or false$"),
+    ("  n: {ipam: {config: [{subnet: 10.1.0.0/24}, {subnet: 10.2.0.0/24}]}}\n",
+     r"^networks\.n\.ipam\.config: swarmpy's networks have one subnet; give one entry$"),
+    ("  n: {ipam: {driver: calico}}\n", r"^networks\.n\.ipam\.driver: IPAM driver 'calico' is not supported"),
+    ("  n: {external: true, name: host}\n", r"^networks\.n: the engine's 'host' network is not a swarm network"),
+])
+def test_networks_swarmpy_cannot_make_are_refused_naming_the_key(tmp_path, top, message):
+    text = f"version: '3.8'\nservices:\n  web:\n    image: nginx\n    networks: [n]\nnetworks:\n{top}"
+    with pytest.raises(StackFileError, match=message):
+        _convert_text(text, tmp_path)
+
+
+def test_an_explicit_overlay_driver_and_a_gateway(tmp_path):
+    text = ("services:\n  web:\n    image: nginx\n    networks: [n]\nnetworks:\n  n:\n    driver: overlay\n"
+            "    ipam:\n      config:\n        - subnet: 10.3.0.0/16\n          gateway: 10.3.0.1\n")
+    plan = _convert_text(text, tmp_path)
+    assert plan.networks[0]["subnet"] == "10.3.0.0/16" and plan.networks[0]["driver"] == "overlay"
+    assert plan.warnings == ["Ignoring ipam gateway of network st_n: swarmpy takes the subnet only"]
+
+
+@pytest.mark.parametrize("mode", ["vip", "dnsrr"])
+def test_endpoint_mode_is_converted(tmp_path, mode):
+    assert _one_service(tmp_path, f"    deploy: {{endpoint_mode: {mode}}}\n")["endpoint_mode"] == mode

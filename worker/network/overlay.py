@@ -1,0 +1,273 @@
+"""The node's side of overlay networks: what the dispatcher's network views ask for,
+built from parts the kernel and the engine already have (docs/networks.md).
+
+Per network this node takes part in:
+- a Docker bridge network named as the swarm network, with the network's subnet, this
+  node's own address as gateway and a fixed bridge name, so the engine attaches task
+  containers with the addresses the allocator chose;
+- a VXLAN device on that bridge (VNI of the network, UDP 4789 from this node's underlay
+  address) with one all-zeros forwarding entry per peer node: head-end replication, which
+  carries broadcast, unknown unicast and multicast to every other node on the network once;
+- multicast: the bridge's IGMP snooping is off, so group traffic floods to every port and
+  is never held back for want of a querier; `multicast=false` stops it at the VXLAN port;
+- the resolver listening on the gateway address (worker/network/dns.py);
+- VIP rules inside each task container's namespace, and the routing mesh's rules on the
+  node for ingress (worker/network/rules.py).
+
+Nodes that share one engine (several nodes on 127.0.0.x in tests) share its networks: the
+first builds one, the others use it, and VXLAN is left out, every task being on one host.
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import subprocess
+
+from docker.errors import APIError, NotFound
+
+from swarmpy import defaults, log
+from worker.network import rules
+from worker.network.dns import Resolver
+
+LABEL_NETWORK = "com.swarmpy.network.id"
+UNDERLAY_MTU = 1500
+
+
+class NetworkError(Exception):
+    """A network could not be built on this node; the task that needs it is rejected."""
+
+
+def bridge_name(network_id: str) -> str:
+    return f"sp-{network_id[:10]}"          # IFNAMSIZ: at most 15 characters
+
+
+def vxlan_name(network_id: str) -> str:
+    return f"vx-{network_id[:10]}"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10)
+    if check and done.returncode != 0:
+        raise NetworkError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+    return done
+
+
+def _bridge(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["bridge", *args], capture_output=True, text=True, timeout=10)
+    if check and done.returncode != 0:
+        raise NetworkError(f"bridge {' '.join(args)}: {done.stderr.strip()}")
+    return done
+
+
+def is_local_only(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr).is_loopback
+    except ValueError:
+        return True
+
+
+class Overlays:
+    """Builds and removes this node's networks as views come; answers what tasks need."""
+
+    def __init__(self, engine, underlay: str, upstream, local_addrs=None) -> None:
+        self.engine = engine
+        self.underlay = underlay                     # this node's address towards the others
+        self.views: dict[str, dict] = {}             # network id -> the latest view
+        self.built: dict[str, str] = {}              # network id -> the gateway its bridge has
+        self.resolver = Resolver(upstream)
+        # address -> network ids of this node's own tasks: a task not yet in a rotation
+        # (starting, or unhealthy) still resolves the names of all its networks.
+        self.local_addrs = local_addrs or (lambda: {})
+        self.log = log.get("overlay")
+        self._changed = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._ingress_applied = ""
+        self._shape: dict[str, tuple] = {}          # network id -> what was last built for it
+        self.containers: dict[str, tuple[int, list[str]]] = {}   # task id -> (pid, its network ids)
+        self._vip_text: dict[str, str] = {}         # task id -> the VIP rules last applied
+
+    # -- views in ---------------------------------------------------------------------
+    async def apply(self, views: list[dict]) -> None:
+        async with self._lock:
+            self.views = {v["id"]: v for v in views}
+            self.resolver.set_views(views, self.local_addrs())
+            for view in views:
+                shape = (view["subnet"], view["addr"], tuple(view["peers"]), view["multicast"], view["internal"])
+                if self._shape.get(view["id"]) == shape and self.built.get(view["id"]):
+                    continue
+                try:
+                    await self._ensure(view)
+                    self._shape[view["id"]] = shape
+                except (NetworkError, APIError) as exc:
+                    self.log.warning("network_not_built", network=view["name"], error=str(exc))
+            for network_id in [n for n in self.built if n not in self.views]:
+                await self._remove(network_id)
+            await self._apply_ingress()
+            await self._refresh_vips()
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    async def retry(self) -> None:
+        """Networks kept because a container still used them go once it has gone."""
+        if any(n not in self.views for n in self.built):
+            await self.apply(list(self.views.values()))
+
+    async def wait_built(self, network_ids: list[str], timeout: float = 30.0) -> list[dict]:
+        """The views of these networks, once built here (the dispatcher sends the view with
+        or just after the task)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not all(self.built.get(n) and n in self.views for n in network_ids):
+            left = deadline - loop.time()
+            if left <= 0:
+                missing = [n for n in network_ids if not self.built.get(n)]
+                raise NetworkError(f"network {', '.join(m[:12] for m in missing)} is not available on this node")
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+        return [dict(self.views[n], gateway=self.built[n]) for n in network_ids]
+
+    # -- one network ------------------------------------------------------------------------
+    async def _ensure(self, view: dict) -> None:
+        gateway = await self.engine.call(self._docker_network, view)
+        self.built[view["id"]] = gateway
+        await asyncio.to_thread(self._vxlan, view)
+        await self.resolver.listen(gateway)
+
+    def _docker_network(self, view: dict) -> str:
+        """The engine's bridge network for `view`, created if missing; its gateway."""
+        api = self.engine.api
+        existing = self._find(view)
+        if existing is not None:
+            return existing["IPAM"]["Config"][0].get("Gateway") or view["addr"]
+        ipam = {"Driver": "default", "Config": [{"Subnet": view["subnet"], "Gateway": view["addr"]}]}
+        try:
+            api.create_network(view["name"], driver="bridge", internal=view["internal"],
+                               ipam=ipam, check_duplicate=True, attachable=True,
+                               labels={LABEL_NETWORK: view["id"]},
+                               options={"com.docker.network.bridge.name": bridge_name(view["id"]),
+                                        "com.docker.network.driver.mtu": str(UNDERLAY_MTU - defaults.VXLAN_OVERHEAD)})
+        except APIError as exc:
+            found = self._find(view)         # another node on this engine made it first
+            if found is None:
+                raise NetworkError(f"creating network {view['name']} on this node's engine failed: "
+                                   f"{exc.explanation or exc}") from None
+            return found["IPAM"]["Config"][0].get("Gateway") or view["addr"]
+        self.log.info("network_created", network=view["name"], subnet=view["subnet"], gateway=view["addr"])
+        return view["addr"]
+
+    def _find(self, view: dict) -> dict | None:
+        api = self.engine.api
+        for net in api.networks(names=[view["name"]]):
+            if net["Name"] != view["name"]:
+                continue
+            info = api.inspect_network(net["Id"])
+            if (info.get("Labels") or {}).get(LABEL_NETWORK) == view["id"]:
+                return info
+            raise NetworkError(f"a network named {view['name']} that swarmpy did not make exists on this "
+                               f"node's engine; remove it (docker network rm {view['name']})")
+        return None
+
+    def _vxlan(self, view: dict) -> None:
+        if is_local_only(self.underlay):
+            return
+        bridge, vx = bridge_name(view["id"]), vxlan_name(view["id"])
+        if _ip("link", "show", vx, check=False).returncode != 0:
+            _ip("link", "add", vx, "type", "vxlan", "id", str(view["vni"]), "dstport", str(defaults.VXLAN_PORT),
+                "local", self.underlay, "nolearning")
+            _ip("link", "set", vx, "mtu", str(UNDERLAY_MTU - defaults.VXLAN_OVERHEAD))
+            _ip("link", "set", vx, "master", bridge)
+            _ip("link", "set", vx, "up")
+        _ip("link", "set", "dev", bridge, "type", "bridge", "mcast_snooping", "0")
+        _bridge("link", "set", "dev", vx, "mcast_flood", "on" if view["multicast"] else "off")
+        self._peers(vx, [p for p in view["peers"] if p != self.underlay and not is_local_only(p)])
+
+    @staticmethod
+    def _peers(vx: str, peers: list[str]) -> None:
+        listed = _bridge("fdb", "show", "dev", vx).stdout.splitlines()
+        current = {line.split()[3] for line in listed
+                   if line.startswith("00:00:00:00:00:00") and len(line.split()) > 3 and line.split()[2] == "dst"}
+        for peer in sorted(set(peers) - current):
+            _bridge("fdb", "append", "00:00:00:00:00:00", "dev", vx, "dst", peer)
+        for peer in sorted(current - set(peers)):
+            _bridge("fdb", "del", "00:00:00:00:00:00", "dev", vx, "dst", peer, check=False)
+
+    async def _remove(self, network_id: str) -> None:
+        gateway = self.built.pop(network_id)
+        self._shape.pop(network_id, None)
+        if gateway:
+            await self.resolver.unlisten(gateway)
+        removed = await self.engine.call(self._remove_docker_network, network_id)
+        if removed:
+            _ip("link", "del", vxlan_name(network_id), check=False)
+            self.log.info("network_removed", network=network_id[:12])
+
+    def _remove_docker_network(self, network_id: str) -> bool:
+        api = self.engine.api
+        for net in api.networks(filters={"label": f"{LABEL_NETWORK}={network_id}"}):
+            try:
+                api.remove_network(net["Id"])
+            except NotFound:
+                pass
+            except APIError as exc:
+                # In use by a container still here (or another node's on a shared engine): later.
+                self.log.info("network_kept", network=net["Name"], reason=exc.explanation or str(exc))
+                self.built[network_id] = ""
+                return False
+        return True
+
+    # -- containers ---------------------------------------------------------------------------
+    async def container_started(self, task_id: str, pid: int, network_ids: list[str]) -> None:
+        """VIP load balancing for one container: DNAT rules in its own namespace, kept up
+        to date as views change, until `container_gone`."""
+        self.containers[task_id] = (pid, network_ids)
+        await self._apply_vips(task_id)
+
+    def container_gone(self, task_id: str) -> None:
+        self.containers.pop(task_id, None)
+        self._vip_text.pop(task_id, None)
+
+    async def _apply_vips(self, task_id: str) -> None:
+        pid, network_ids = self.containers[task_id]
+        services = [s for n in network_ids for s in self.views.get(n, {}).get("services", [])]
+        text = rules.vip_rules(services)
+        if self._vip_text.get(task_id) == text:
+            return
+        try:
+            await asyncio.to_thread(rules.sync_vips, pid, services)
+            self._vip_text[task_id] = text
+        except rules.RuleError as exc:
+            # The container is gone or going: its namespace went with it.
+            self.log.info("vip_rules_not_applied", task=task_id[:12], error=str(exc))
+
+    async def _refresh_vips(self) -> None:
+        for task_id in list(self.containers):
+            await self._apply_vips(task_id)
+
+    async def _apply_ingress(self) -> None:
+        """The routing mesh: every published ingress port answers on this node."""
+        ingress = next((v for v in self.views.values() if v["ingress"] and self.built.get(v["id"])), None)
+        try:
+            if ingress is not None:
+                nat, filt = rules.ingress_rules(ingress, bridge_name(ingress["id"]))
+                if nat + filt != self._ingress_applied:
+                    await asyncio.to_thread(rules.sync_ingress, ingress, bridge_name(ingress["id"]))
+                    self._ingress_applied = nat + filt
+            elif self._ingress_applied:
+                await asyncio.to_thread(rules.remove_ingress)
+                self._ingress_applied = ""
+        except (rules.RuleError, ValueError) as exc:
+            self.log.warning("mesh_rules_not_applied", error=str(exc))
+
+    async def remove_all(self) -> None:
+        """For `leave --force`: the node's networks, devices and rules go with its tasks."""
+        async with self._lock:
+            self.views = {}
+            for network_id in list(self.built):
+                await self._remove(network_id)
+            await self._apply_ingress()
+        await self.close()
+
+    async def close(self) -> None:
+        await self.resolver.close()
