@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -145,8 +146,8 @@ def test_leader_killed_during_a_stream_of_updates_after_idle_loses_none(host_clu
 
 def test_a_stack_across_hosts_gets_its_secret_only_where_its_tasks_run(host_cluster):
     """docker-compose.test.yml on five hosts: the global service on every host's engine, the
-    web tasks (constrained to managers) on managers only, and the secret's file only on the
-    hosts that run a web task."""
+    web tasks (constrained to managers) on managers only, the secret's file only on the
+    hosts that run a web task, and every agent reaches web by name over the `back` overlay."""
     c = host_cluster
     leader = c.leader()
     leader.env = dict(leader.env, TEST_IMAGE=leader.image)
@@ -161,6 +162,15 @@ def test_a_stack_across_hosts_gets_its_secret_only_where_its_tasks_run(host_clus
             files = [os.path.join(d, f) for d, _, fs in os.walk(f"/dev/shm/swarmpy/{node.node_id}") for f in fs]
             secrets = [f for f in files if "/secrets/" in f]
             assert bool(secrets) == (node.node_id in web_nodes), (node.hostname, files)
+        web_addrs = sorted(a["addr"] for t in running_tasks(leader.tasks("e2e_web")) for a in t["networks"]
+                           if leader.get(f"/networks/{a['network_id']}")["spec"]["name"] == "e2e_back")
+        for node in c.nodes:        # workers too: they run no web task, and reach one over VXLAN
+            agent = node.docker.containers.list(filters={"label": f"{LABEL_SERVICE_NAME}=e2e_agent"})[0]
+            page = agent.exec_run(["busybox", "wget", "-q", "-O", "-", "http://web:8080/"]).output.decode()
+            assert page.strip() == "hello", (node.hostname, page)
+            answer = agent.exec_run(["busybox", "nslookup", "tasks.web"]).output.decode()
+            found = sorted(re.findall(r"^Address:\s*([0-9.]+)\s*$", answer, re.M))
+            assert found == web_addrs, (node.hostname, answer)
     finally:
         leader.ok("stack", "rm", "e2e")
         wait_for(lambda: all(on_host(n, "e2e_web") + on_host(n, "e2e_agent") == 0 for n in c.nodes), timeout=60)

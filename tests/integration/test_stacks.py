@@ -28,9 +28,9 @@ def _stack_env(cluster, **extra) -> None:
 def test_deploy_the_test_stack_and_see_it_converge(cluster):
     _stack_env(cluster, GREETING="bonjour")
     out = cluster.ok("stack", "deploy", "-c", TEST_STACK, "--detach=false", "e2e", timeout=120)
-    assert out.splitlines()[:5] == ["Creating network e2e_default", "Creating secret e2e_db_password",
-                                    "Creating config e2e_web_conf", "Creating service e2e_agent",
-                                    "Creating service e2e_web"], out
+    assert out.splitlines()[:6] == ["Creating network e2e_back", "Creating network e2e_default",
+                                    "Creating secret e2e_db_password", "Creating config e2e_web_conf",
+                                    "Creating service e2e_agent", "Creating service e2e_web"], out
     assert "verify: Service e2e_web converged" in out and "verify: Service e2e_agent converged" in out, out
     assert "e2e_web: 2/2 running" in out, out
 
@@ -73,7 +73,7 @@ def test_deploy_the_test_stack_and_see_it_converge(cluster):
     removed = cluster.ok("stack", "rm", "e2e")
     assert removed.splitlines() == ["Removing service e2e_agent", "Removing service e2e_web",
                                     "Removing secret e2e_db_password", "Removing config e2e_web_conf",
-                                    "Removing network e2e_default"]
+                                    "Removing network e2e_back", "Removing network e2e_default"]
     cluster.wait_for(lambda: not cluster.containers("e2e_web", all=True)
                      and not cluster.containers("e2e_agent", all=True), timeout=30)
     assert "e2e" not in cluster.ok("stack", "ls")
