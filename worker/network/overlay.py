@@ -221,8 +221,9 @@ class Overlays:
     async def container_started(self, task_id: str, pid: int, network_ids: list[str]) -> None:
         """VIP load balancing for one container: DNAT rules in its own namespace, kept up
         to date as views change, until `container_gone`."""
-        self.containers[task_id] = (pid, network_ids)
-        await self._apply_vips(task_id)
+        async with self._lock:          # not at the same time as a refresh of every container
+            self.containers[task_id] = (pid, network_ids)
+            await self._apply_vips(task_id)
 
     def container_gone(self, task_id: str) -> None:
         self.containers.pop(task_id, None)
@@ -232,18 +233,21 @@ class Overlays:
         pid, network_ids = self.containers[task_id]
         services = [s for n in network_ids for s in self.views.get(n, {}).get("services", [])]
         text = rules.vip_rules(services)
-        if self._vip_text.get(task_id) == text:
+        last = self._vip_text.get(task_id)
+        if last == text:
             return
         try:
-            await asyncio.to_thread(rules.sync_vips, pid, services)
+            if last is None:        # the first time: the chains and their hooks
+                await asyncio.to_thread(rules.sync_vips, pid, services)
+            else:                   # then one atomic restore of the chains
+                await asyncio.to_thread(rules.apply_in_netns, pid, text)
             self._vip_text[task_id] = text
         except rules.RuleError as exc:
             # The container is gone or going: its namespace went with it.
             self.log.info("vip_rules_not_applied", task=task_id[:12], error=str(exc))
 
     async def _refresh_vips(self) -> None:
-        for task_id in list(self.containers):
-            await self._apply_vips(task_id)
+        await asyncio.gather(*(self._apply_vips(task_id) for task_id in list(self.containers)))
 
     async def _apply_ingress(self) -> None:
         """The routing mesh: every published ingress port answers on this node."""
