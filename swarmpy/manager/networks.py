@@ -309,7 +309,8 @@ def _service_view(store: ClusterStore, network: dict, service: dict) -> dict:
         if addr:
             suffix = task["slot"] if task.get("slot") is not None else task.get("node_id")
             tasks.append({"id": task["id"], "name": f"{spec['name']}.{suffix}.{task['id']}",
-                          "addr": addr, "node_id": task.get("node_id")})
+                          "addr": addr, "node_id": task.get("node_id"),
+                          "underlay": _underlay(store, task.get("node_id"))})
     tasks.sort(key=lambda t: t["addr"])
     return {"id": service["id"], "name": spec["name"], "aliases": list(aliases),
             "endpoint_mode": spec.get("endpoint_mode", "vip"),
@@ -325,11 +326,17 @@ def node_views(store: ClusterStore, node_id: str, views: dict[str, dict]) -> lis
         addrs = network.get("node_addrs", {})
         if node_id not in addrs or network["id"] not in views:
             continue
-        peers = set()
-        for other in addrs:
-            node = store.get("nodes", other)
-            underlay = ((node or {}).get("status") or {}).get("addr")
+        gateways = {}           # the other nodes' addresses on the network -> their underlay address
+        for other, addr in addrs.items():
+            underlay = _underlay(store, other)
             if other != node_id and underlay:
-                peers.add(underlay)
-        out.append(dict(views[network["id"]], addr=addrs[node_id], peers=sorted(peers)))
+                gateways[addr] = underlay
+        out.append(dict(views[network["id"]], addr=addrs[node_id], peers=sorted(set(gateways.values())),
+                        peer_gateways=gateways))
     return out
+
+
+def _underlay(store: ClusterStore, node_id: str | None) -> str:
+    """Where a node is reached from the others: the address its session came from."""
+    node = store.get("nodes", node_id) if node_id else None
+    return ((node or {}).get("status") or {}).get("addr") or ""

@@ -59,6 +59,13 @@ def _bridge(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
+def mac_of(addr: str) -> str:
+    """The engine gives a container with a fixed address the MAC 02:42 + its IPv4 bytes;
+    the agent gives each node's bridge the same kind of MAC for its gateway address, so
+    every node knows where each MAC of the network lives without learning."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(addr).packed)
+
+
 def is_local_only(addr: str) -> bool:
     try:
         return ipaddress.ip_address(addr).is_loopback
@@ -83,6 +90,7 @@ class Overlays:
         self._lock = asyncio.Lock()
         self._ingress_applied = ""
         self._shape: dict[str, tuple] = {}          # network id -> what was last built for it
+        self._macs: dict[str, dict] = {}            # network id -> the unicast entries last written
         self.containers: dict[str, tuple[int, list[str]]] = {}   # task id -> (pid, its network ids)
         self._vip_text: dict[str, str] = {}         # task id -> the VIP rules last applied
 
@@ -100,6 +108,9 @@ class Overlays:
                     self._shape[view["id"]] = shape
                 except (NetworkError, APIError) as exc:
                     self.log.warning("network_not_built", network=view["name"], error=str(exc))
+            for view in views:
+                if self.built.get(view["id"]):
+                    await self._unicast(view)
             for network_id in [n for n in self.built if n not in self.views]:
                 await self._remove(network_id)
             await self._apply_ingress()
@@ -175,13 +186,42 @@ class Overlays:
         bridge, vx = bridge_name(view["id"]), vxlan_name(view["id"])
         if _ip("link", "show", vx, check=False).returncode != 0:
             _ip("link", "add", vx, "type", "vxlan", "id", str(view["vni"]), "dstport", str(defaults.VXLAN_PORT),
-                "local", self.underlay, "nolearning")
+                "local", self.underlay, "nolearning", "noudpcsum")
             _ip("link", "set", vx, "mtu", str(UNDERLAY_MTU - defaults.VXLAN_OVERHEAD))
             _ip("link", "set", vx, "master", bridge)
             _ip("link", "set", vx, "up")
+        _ip("link", "set", "dev", bridge, "address", mac_of(view["addr"]))
         _ip("link", "set", "dev", bridge, "type", "bridge", "mcast_snooping", "0")
         _bridge("link", "set", "dev", vx, "mcast_flood", "on" if view["multicast"] else "off")
         self._peers(vx, [p for p in view["peers"] if p != self.underlay and not is_local_only(p)])
+
+    async def _unicast(self, view: dict) -> None:
+        """One forwarding entry per remote task and remote node gateway: unicast goes to the
+        one node that has the address (the all-zeros entries carry only what must flood)."""
+        if is_local_only(self.underlay):
+            return
+        wanted = {mac_of(addr): underlay for addr, underlay in view.get("peer_gateways", {}).items()}
+        for service in view["services"]:
+            for task in service["tasks"]:
+                if task.get("underlay") and task["underlay"] != self.underlay and not is_local_only(task["underlay"]):
+                    wanted[mac_of(task["addr"])] = task["underlay"]
+        last = self._macs.get(view["id"], {})
+        if wanted == last:
+            return
+        vx = vxlan_name(view["id"])
+        try:
+            await asyncio.to_thread(self._write_unicast, vx, last, wanted)
+            self._macs[view["id"]] = wanted
+        except NetworkError as exc:
+            self.log.warning("forwarding_entries_not_written", network=view["name"], error=str(exc))
+
+    @staticmethod
+    def _write_unicast(vx: str, last: dict, wanted: dict) -> None:
+        for mac, underlay in wanted.items():
+            if last.get(mac) != underlay:
+                _bridge("fdb", "replace", mac, "dev", vx, "dst", underlay, "self", "permanent")
+        for mac in set(last) - set(wanted):
+            _bridge("fdb", "del", mac, "dev", vx, "self", check=False)
 
     @staticmethod
     def _peers(vx: str, peers: list[str]) -> None:
@@ -196,6 +236,7 @@ class Overlays:
     async def _remove(self, network_id: str) -> None:
         gateway = self.built.pop(network_id)
         self._shape.pop(network_id, None)
+        self._macs.pop(network_id, None)
         if gateway:
             await self.resolver.unlisten(gateway)
         removed = await self.engine.call(self._remove_docker_network, network_id)
