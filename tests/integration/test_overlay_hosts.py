@@ -92,6 +92,27 @@ def test_tasks_on_different_hosts_reach_each_other_by_address_and_name(overlay_c
     assert sorted(resolve(client, "tasks.srv")) == sorted(addr_on(t) for t in servers)
 
 
+def vxlan_rx_packets(host) -> int:
+    out = host.run(["ip", "-s", "-o", "link", "show", "type", "vxlan"], capture_output=True, text=True).stdout
+    # -o puts each device on one line: "... RX: bytes packets ... \    BYTES PACKETS ..."
+    return sum(int(m.group(1)) for m in re.finditer(r"RX:[^\\]*\\\s+\d+\s+(\d+)", out))
+
+
+def test_unicast_between_two_hosts_does_not_reach_the_third(overlay_cluster):
+    """Each node knows which node has each address (forwarding entries from the views), so
+    traffic between tasks on h1 and h2 is not copied to h3, although h3 is on the network."""
+    c, _ = overlay_cluster
+    m = c.nodes[0]
+    target = next(t for t in wait_running(m, "srv", 3) if node_of(c, t) is c.nodes[1])
+    client = containers(c.nodes[0], "cli")[0]
+    exec_out(client, "busybox", "ping", "-c1", "-W3", addr_on(target))      # ARP settled
+    before = vxlan_rx_packets(c.hosts[2]), vxlan_rx_packets(c.hosts[1])
+    exec_out(client, "sh", "-c", f"for i in $(seq 50); do wget -q -O - http://{addr_on(target)}/; done")
+    after = vxlan_rx_packets(c.hosts[2]), vxlan_rx_packets(c.hosts[1])
+    assert after[1] - before[1] >= 250, (before, after)       # h2 got the traffic: ~8 frames a request
+    assert after[0] - before[0] < 10, (before, after)         # h3 did not
+
+
 def resolve(container, name: str) -> list[str]:
     out = exec_out(container, "busybox", "nslookup", name)
     # busybox prints the server first ("Address: 127.0.0.11:53"), then the answers.
