@@ -180,7 +180,8 @@ class TaskController:
         if self.network_ids:
             pid = await self.agent.engine.call(self.agent.engine.pid, self.container_id)
             if pid:
-                await self.agent.overlays.container_started(self.id, pid, self.network_ids)
+                await self.agent.overlays.container_started(
+                    self.id, pid, self.network_ids, [a["addr"] for a in self.task["networks"]])
 
     # -- health (SwarmKit's docker controller) -------------------------------------------
     async def _has_healthcheck(self) -> bool:

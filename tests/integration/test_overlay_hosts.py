@@ -8,6 +8,8 @@ from __future__ import annotations
 import collections
 import re
 import sys
+import threading
+import time
 
 import pytest
 
@@ -150,6 +152,26 @@ def test_connections_to_a_vip_spread_over_every_replica(overlay_cluster):
     assert min(answers.values()) >= 10, answers        # even spread: 30 each expected
 
 
+def test_scaling_down_under_load_fails_no_request(overlay_cluster):
+    """A task leaves every node's rotation before its container is stopped."""
+    c, _ = overlay_cluster
+    m = c.nodes[0]
+    m.create("steady", "--replicas", "3", "--network", "appnet", *QUICK, command=HTTPD)
+    wait_running(m, "steady", 3)
+    client = containers(c.nodes[0], "cli")[0]
+    wait_for(lambda: exec_out(client, "wget", "-q", "-O", "-", "http://steady/").strip(), timeout=20)
+    result: list[str] = []
+    script = "for i in $(seq 120); do wget -q -O /dev/null http://steady/ && echo ok || echo FAIL; done"
+    load = threading.Thread(target=lambda: result.append(exec_out(client, "sh", "-c", script)))
+    load.start()
+    time.sleep(1)
+    m.ok("service", "scale", "steady=1")
+    load.join(120)
+    answers = collections.Counter(result[0].split())
+    assert answers == {"ok": 120}, answers
+    wait_running(m, "steady", 1)
+
+
 def test_the_routing_mesh_answers_on_a_node_without_a_task(overlay_cluster):
     c, _ = overlay_cluster
     m = c.nodes[0]
@@ -240,7 +262,8 @@ def test_removing_services_and_networks_leaves_the_hosts_as_they_were(overlay_cl
     m = c.nodes[0]
     for service in m.service_names():
         m.ok("service", "rm", service)
-    wait_for(lambda: not any(containers(n, s) for n in c.nodes for s in ("srv", "cli", "rep", "spread", "mesh")),
+    wait_for(lambda: not any(containers(n, s) for n in c.nodes
+                             for s in ("srv", "cli", "rep", "spread", "mesh", "steady")),
              timeout=60, message="containers gone")
     for network in ("appnet", "quiet"):
         m.ok("network", "rm", network)

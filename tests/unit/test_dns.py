@@ -62,6 +62,13 @@ def test_service_name_and_alias_give_the_vip_of_each_network_own_first():
     assert dns.lookup(VIEWS, RR_TASK, "web") == [FRONT + "2"]          # rr tasks are on front only
 
 
+def test_a_source_without_vip_rules_gets_the_service_tasks_instead_of_the_vip():
+    index = dns.NameIndex(VIEWS)
+    assert sorted(index.lookup(RR_TASK, "web", vips=False)) == sorted([T1_FRONT, FRONT + "11"])
+    assert index.lookup(RR_TASK, "web", vips=True) == [FRONT + "2"]
+    assert sorted(index.lookup(RR_TASK, "rr", vips=False)) == sorted(RR_ADDRS)     # dnsrr as always
+
+
 def test_names_are_case_insensitive_and_a_trailing_dot_is_ignored():
     assert dns.lookup(VIEWS, RR_TASK, "Stack_WEB.") == [FRONT + "2"]
     assert dns.lookup(VIEWS, RR_TASK, "TASKS.Web") is not None

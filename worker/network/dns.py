@@ -175,6 +175,9 @@ def error_reply(data: bytes, rcode: int) -> bytes | None:
 class _Record:
     addrs: tuple[str, ...]
     shuffle: bool
+    # A VIP's tasks: the answer for a source whose VIP rules are not in place (a container
+    # in its first moments, or one the agent did not start), which the VIP would not reach.
+    direct: tuple[str, ...] | None = None
 
 
 def _lower(name: object) -> str:
@@ -207,7 +210,7 @@ class NameIndex:
             if svc.get("endpoint_mode") == "dnsrr":
                 own = _Record(addrs, True)
             else:
-                own = _Record((svc["vip"],) if svc.get("vip") else (), False)
+                own = _Record((svc["vip"],) if svc.get("vip") else (), False, direct=addrs)
             for name in {_lower(n) for n in [svc.get("name"), *(svc.get("aliases") or [])]} - {""}:
                 names.setdefault(name, []).append(own)
                 names.setdefault("tasks." + name, []).append(_Record(addrs, True))
@@ -238,15 +241,16 @@ class NameIndex:
             return []
         return [i for net, i in self._subnets if ip.version == net.version and ip in net]
 
-    def lookup(self, src_ip: str, qname: str) -> list[str] | None:
+    def lookup(self, src_ip: str, qname: str, vips: bool = True) -> list[str] | None:
         """Addresses of qname as src_ip sees it; [] for a name of ours with none now; None
-        when the name is not ours (forward it)."""
+        when the name is not ours (forward it).  vips=False: a service's tasks, not its VIP."""
         key, found, out = _lower(qname), False, []
         for i in self.scope(src_ip):
             for record in self._names[i].get(key, ()):
                 found = True
-                addrs = list(record.addrs)
-                if record.shuffle:
+                direct = not vips and record.direct is not None
+                addrs = list(record.direct if direct else record.addrs)
+                if record.shuffle or direct:
                     random.shuffle(addrs)
                 out.extend(addrs)
         return _unique(out) if found else None
@@ -321,8 +325,10 @@ class _Listener:
 class Resolver:
     """Answers the names of the current netview and forwards the rest upstream."""
 
-    def __init__(self, upstream: Callable[[str], list[str]], timeout: float = FORWARD_TIMEOUT_S) -> None:
+    def __init__(self, upstream: Callable[[str], list[str]], timeout: float = FORWARD_TIMEOUT_S,
+                 vip_ready: Callable[[str], bool] | None = None) -> None:
         self.upstream = upstream
+        self.vip_ready = vip_ready      # src_ip -> its VIP rules are in place (None: always)
         self.timeout = timeout
         self.answered = 0        # queries answered from the netview
         self.forwarded = 0       # queries answered by an upstream server
@@ -353,7 +359,8 @@ class Resolver:
         if query.opcode != 0:
             return build_reply(query, NOTIMP)
         key = query.name_key() if query.qclass in (C_IN, C_ANY) else None
-        addrs = self._index.lookup(src_ip, key) if key else None
+        vips = self.vip_ready is None or self.vip_ready(src_ip)
+        addrs = self._index.lookup(src_ip, key, vips) if key else None
         if addrs is None:
             return query
         self.answered += 1

@@ -81,7 +81,7 @@ class Overlays:
         self.underlay = underlay                     # this node's address towards the others
         self.views: dict[str, dict] = {}             # network id -> the latest view
         self.built: dict[str, str] = {}              # network id -> the gateway its bridge has
-        self.resolver = Resolver(upstream)
+        self.resolver = Resolver(upstream, vip_ready=self._vip_ready)
         # address -> network ids of this node's own tasks: a task not yet in a rotation
         # (starting, or unhealthy) still resolves the names of all its networks.
         self.local_addrs = local_addrs or (lambda: {})
@@ -93,6 +93,7 @@ class Overlays:
         self._macs: dict[str, dict] = {}            # network id -> the unicast entries last written
         self.containers: dict[str, tuple[int, list[str]]] = {}   # task id -> (pid, its network ids)
         self._vip_text: dict[str, str] = {}         # task id -> the VIP rules last applied
+        self._addrs: dict[str, list[str]] = {}      # task id -> its container's addresses
 
     # -- views in ---------------------------------------------------------------------
     async def apply(self, views: list[dict]) -> None:
@@ -259,16 +260,23 @@ class Overlays:
         return True
 
     # -- containers ---------------------------------------------------------------------------
-    async def container_started(self, task_id: str, pid: int, network_ids: list[str]) -> None:
+    async def container_started(self, task_id: str, pid: int, network_ids: list[str],
+                                addrs: list[str] = ()) -> None:
         """VIP load balancing for one container: DNAT rules in its own namespace, kept up
-        to date as views change, until `container_gone`."""
+        to date as views change, until `container_gone`.  Until they are in, the resolver
+        answers it a service's tasks instead of the VIP."""
         async with self._lock:          # not at the same time as a refresh of every container
             self.containers[task_id] = (pid, network_ids)
+            self._addrs[task_id] = list(addrs)
             await self._apply_vips(task_id)
 
     def container_gone(self, task_id: str) -> None:
         self.containers.pop(task_id, None)
         self._vip_text.pop(task_id, None)
+        self._addrs.pop(task_id, None)
+
+    def _vip_ready(self, src_ip: str) -> bool:
+        return any(src_ip in addrs for task_id, addrs in self._addrs.items() if task_id in self._vip_text)
 
     async def _apply_vips(self, task_id: str) -> None:
         pid, network_ids = self.containers[task_id]
