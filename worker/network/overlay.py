@@ -31,6 +31,7 @@ from worker.network.dns import Resolver
 
 LABEL_NETWORK = "com.swarmpy.network.id"
 UNDERLAY_MTU = 1500
+RETRY_S = 0.5            # a network that could not be built is tried again this soon
 
 
 class NetworkError(Exception):
@@ -94,6 +95,7 @@ class Overlays:
         self.containers: dict[str, tuple[int, list[str]]] = {}   # task id -> (pid, its network ids)
         self._vip_text: dict[str, str] = {}         # task id -> the VIP rules last applied
         self._addrs: dict[str, list[str]] = {}      # task id -> its container's addresses
+        self._retrying: asyncio.Task | None = None
 
     # -- views in ---------------------------------------------------------------------
     async def apply(self, views: list[dict]) -> None:
@@ -109,6 +111,7 @@ class Overlays:
                     self._shape[view["id"]] = shape
                 except (NetworkError, APIError) as exc:
                     self.log.warning("network_not_built", network=view["name"], error=str(exc))
+                    self._retry_soon()
             for view in views:
                 if self.built.get(view["id"]):
                     await self._unicast(view)
@@ -120,9 +123,22 @@ class Overlays:
             self._changed = asyncio.Event()
 
     async def retry(self) -> None:
-        """Networks kept because a container still used them go once it has gone."""
-        if any(n not in self.views for n in self.built):
+        """Networks kept because a container still used them go once it has gone; ones
+        that could not be built are tried again."""
+        if any(n not in self.views for n in self.built) or any(not self.built.get(n) for n in self.views):
             await self.apply(list(self.views.values()))
+
+    def _retry_soon(self) -> None:
+        if self._retrying is None or self._retrying.done():
+            self._retrying = asyncio.get_running_loop().create_task(self._retry_after(RETRY_S))
+
+    async def _retry_after(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._retrying = None           # a failure of this try schedules the next one
+        try:
+            await self.retry()
+        except Exception:
+            self.log.exception("network_retry_failed")
 
     async def wait_built(self, network_ids: list[str], timeout: float = 30.0) -> list[dict]:
         """The views of these networks, once built here (the dispatcher sends the view with
@@ -153,6 +169,7 @@ class Overlays:
         existing = self._find(view)
         if existing is not None:
             return existing["IPAM"]["Config"][0].get("Gateway") or view["addr"]
+        self._clear_stale(view)
         ipam = {"Driver": "default", "Config": [{"Subnet": view["subnet"], "Gateway": view["addr"]}]}
         try:
             api.create_network(view["name"], driver="bridge", internal=view["internal"],
@@ -169,14 +186,37 @@ class Overlays:
         self.log.info("network_created", network=view["name"], subnet=view["subnet"], gateway=view["addr"])
         return view["addr"]
 
+    def _clear_stale(self, view: dict) -> None:
+        """A network of ours that the cluster no longer has here but that is still on the
+        engine (its removal waits for a container) and has this one's name or subnet: it
+        goes now if it can, else this one is built on a later try."""
+        api, subnet = self.engine.api, ipaddress.ip_network(view["subnet"])
+        for net in api.networks(filters={"label": LABEL_NETWORK}):
+            info = api.inspect_network(net["Id"])
+            owner = (info.get("Labels") or {}).get(LABEL_NETWORK)
+            subnets = [c.get("Subnet") for c in (info.get("IPAM") or {}).get("Config") or [] if c.get("Subnet")]
+            clash = info["Name"] == view["name"] or any(ipaddress.ip_network(s).overlaps(subnet) for s in subnets)
+            if owner == view["id"] or owner in self.views or not clash:
+                continue
+            try:
+                api.remove_network(net["Id"])
+                _ip("link", "del", vxlan_name(owner), check=False)
+                self.log.info("stale_network_removed", network=info["Name"], id=owner[:12])
+            except APIError as exc:
+                raise NetworkError(f"network {info['Name']} of an earlier use is still on this node's engine "
+                                   f"({exc.explanation or exc}); retrying") from None
+
     def _find(self, view: dict) -> dict | None:
         api = self.engine.api
         for net in api.networks(names=[view["name"]]):
             if net["Name"] != view["name"]:
                 continue
             info = api.inspect_network(net["Id"])
-            if (info.get("Labels") or {}).get(LABEL_NETWORK) == view["id"]:
+            owner = (info.get("Labels") or {}).get(LABEL_NETWORK)
+            if owner == view["id"]:
                 return info
+            if owner:
+                return None             # ours, of an earlier use: _clear_stale deals with it
             raise NetworkError(f"a network named {view['name']} that swarmpy did not make exists on this "
                                f"node's engine; remove it (docker network rm {view['name']})")
         return None
@@ -323,4 +363,6 @@ class Overlays:
         await self.close()
 
     async def close(self) -> None:
+        if self._retrying is not None:
+            self._retrying.cancel()
         await self.resolver.close()
