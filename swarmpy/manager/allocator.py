@@ -61,6 +61,17 @@ class Allocator(Component):
             if any(nid not in networks for nid in wanted):
                 continue            # removed meanwhile; the service's check ops make this rare
             attachments = [{"network_id": nid, "addr": pools[nid].take()} for nid in wanted]
+            full = [networks[a["network_id"]]["spec"]["name"] for a in attachments if a["addr"] is None]
+            if full:
+                # Stays NEW (as in SwarmKit) until an address is free; its status says why.
+                for a in attachments:
+                    if a["addr"] is not None:
+                        pools[a["network_id"]].taken.discard(a["addr"])
+                err = f"no free address in network {full[0]}; remove tasks from it or use a larger --subnet"
+                if task["status"].get("err") != err:
+                    ops.append({"op": "patch", "kind": "tasks", "id": task["id"], "skip_missing": True,
+                                "set": {"status.err": err, "status.message": "pending address allocation"}})
+                continue
             op = status_patch(task["id"], TaskState.PENDING, "pending task scheduling")
             if attachments:
                 op["set"]["networks"] = attachments
@@ -81,7 +92,9 @@ class Allocator(Component):
                 if service_id not in wanted[nid]:
                     del vips[service_id]
             for service_id in sorted(wanted[nid] - set(vips)):
-                vips[service_id] = pools[nid].take()
+                addr = pools[nid].take()
+                if addr is not None:
+                    vips[service_id] = addr
 
     def _node_addrs(self, tasks: list[dict], networks: dict, pools: dict) -> None:
         """A node has an address on a network while a task of it is there and not yet
@@ -103,4 +116,6 @@ class Allocator(Component):
                 if node_id not in wanted[nid]:
                     del addrs[node_id]
             for node_id in sorted(wanted[nid] - set(addrs)):
-                addrs[node_id] = pools[nid].take()
+                addr = pools[nid].take()
+                if addr is not None:
+                    addrs[node_id] = addr

@@ -258,6 +258,15 @@ def virtual_ips(store: ClusterStore, service: dict) -> list[dict]:
     return out
 
 
+def engine_range(network: dict) -> str:
+    """An attachable network's upper half: the engines give standalone containers (`docker
+    run --network NET`) addresses from it, and the allocator never does."""
+    if not network["spec"].get("attachable"):
+        return ""
+    net = ipaddress.IPv4Network(network["subnet"])
+    return str(list(net.subnets(prefixlen_diff=1))[1])
+
+
 class AddressPool:
     """Free addresses of one network, handed out in order, skipping those taken."""
 
@@ -265,9 +274,12 @@ class AddressPool:
         self.net = ipaddress.IPv4Network(network["subnet"])
         self.taken = set(taken)
         self._next = 1                  # .0 is the network; docker keeps .1 for a gateway we do not use
+        reserved = engine_range(network)
+        self._size = self.net.num_addresses // 2 if reserved else self.net.num_addresses
 
-    def take(self) -> str:
-        size = self.net.num_addresses
+    def take(self) -> str | None:
+        """The next free address; None when the network has none left."""
+        size = self._size
         for _ in range(size):
             offset, self._next = self._next, self._next + 1
             if offset >= size - 1:
@@ -277,7 +289,7 @@ class AddressPool:
             if addr not in self.taken:
                 self.taken.add(addr)
                 return addr
-        raise ConflictError(f"no free address left in network {self.net}; use a larger --subnet")
+        return None
 
 
 # -- what each node is told ------------------------------------------------------------------
@@ -291,6 +303,7 @@ def network_views(store: ClusterStore) -> dict[str, dict]:
         views[network["id"]] = {
             "id": network["id"], "name": network["spec"]["name"], "subnet": network["subnet"],
             "vni": network["vni"], "internal": bool(network["spec"].get("internal")),
+            "engine_range": engine_range(network),
             "multicast": multicast(network), "ingress": bool(network["spec"].get("ingress")),
             "attachable": bool(network["spec"].get("attachable")),
             "services": [_service_view(store, network, s) for s in services

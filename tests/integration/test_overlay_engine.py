@@ -4,10 +4,12 @@ one still lingers on the engine is cleared, not waited on."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 
 import pytest
 
+from swarmtest import TEST_IMAGE
 from worker.engine import Engine
 from worker.network.overlay import LABEL_NETWORK, Overlays
 
@@ -74,3 +76,30 @@ def test_a_network_of_someone_else_with_that_name_is_left_alone(engine):
 
     assert asyncio.run(build()) == {}
     assert [n["Name"] for n in e.api.networks(names=[name])] == [name]
+
+
+def test_an_attachable_network_leaves_its_upper_half_to_the_engine(engine):
+    e, made = engine
+    name = f"spt-{secrets.token_hex(3)}"
+    made.append(name)
+    subnet = f"10.94.{secrets.randbelow(200)}.0/24"
+    attachable = dict(view("a" + secrets.token_hex(12), name, subnet, subnet.replace(".0/24", ".3")),
+                      engine_range=subnet.replace(".0/24", ".128/25"))
+
+    async def build():
+        overlays = Overlays(e, "127.0.0.1", lambda ip: [])
+        try:
+            await overlays.apply([attachable])
+            [net] = e.api.networks(names=[name])
+            standalone = e.client.containers.run(TEST_IMAGE, ["sleep", "30"], detach=True, network=name,
+                                          labels={"swarmpy.test": name})
+            try:
+                standalone.reload()
+                return standalone.attrs["NetworkSettings"]["Networks"][name]["IPAddress"]
+            finally:
+                standalone.remove(force=True)
+        finally:
+            await overlays.remove_all()
+
+    # A container docker attaches by hand gets its address from the upper half only.
+    assert ipaddress.ip_address(asyncio.run(build())) in ipaddress.ip_network(attachable["engine_range"])

@@ -207,3 +207,25 @@ def test_pool_flags_are_checked():
         nets.parse_pool(["10.20.0.0/16", "10.20.5.0/24"], 24)
     with pytest.raises(SpecError, match="mask-length"):
         nets.parse_pool(["10.20.0.0/16"], 12)
+
+
+def test_an_attachable_network_keeps_its_upper_half_for_standalone_containers(store):
+    net = network(store, "shared", attachable=True, subnet="10.20.9.0/28")
+    assert nets.engine_range(net) == "10.20.9.8/29"
+    assert nets.network_views(store)[net["id"]]["engine_range"] == "10.20.9.8/29"
+    web = service(store, "web", networks=["shared"])
+    add_tasks(store, web, 5)
+    allocate(store)
+    addrs = [a["addr"] for t in store.list("tasks") for a in t.get("networks") or []]
+    addrs.append(store.get("networks", net["id"])["vips"][web["id"]])
+    assert sorted(addrs, key=ipaddress.ip_address) == [f"10.20.9.{i}" for i in range(1, 7)]
+    # Full (.7 is left out, .8 and up are the engine's): a new task waits as NEW and says why,
+    # and tasks of other networks are allocated all the same.
+    more = add_tasks(store, web, 1)[0]
+    network(store, "app")
+    other = add_tasks(store, service(store, "other", networks=["app"]), 1)[0]
+    allocate(store)
+    waiting = store.get("tasks", more["id"])
+    assert waiting["status"]["state"] == TaskState.NEW and "no free address in network shared" in \
+        waiting["status"]["err"]
+    assert store.get("tasks", other["id"])["status"]["state"] == TaskState.PENDING

@@ -170,7 +170,10 @@ class Overlays:
         if existing is not None:
             return existing["IPAM"]["Config"][0].get("Gateway") or view["addr"]
         self._clear_stale(view)
-        ipam = {"Driver": "default", "Config": [{"Subnet": view["subnet"], "Gateway": view["addr"]}]}
+        pool = {"Subnet": view["subnet"], "Gateway": view["addr"]}
+        if view.get("engine_range"):
+            pool["IPRange"] = view["engine_range"]      # standalone containers' addresses
+        ipam = {"Driver": "default", "Config": [pool]}
         try:
             api.create_network(view["name"], driver="bridge", internal=view["internal"],
                                ipam=ipam, check_duplicate=True, attachable=True,
