@@ -109,7 +109,7 @@ class Overlays:
                 try:
                     await self._ensure(view)
                     self._shape[view["id"]] = shape
-                except (NetworkError, APIError) as exc:
+                except Exception as exc:        # the engine away, a device refused: try again soon
                     self.log.warning("network_not_built", network=view["name"], error=str(exc))
                     self._retry_soon()
             for view in views:
