@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import ssl
+import sys
 from urllib.parse import urlencode
 
 from swarmpy import defaults
@@ -50,6 +51,19 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self._path)
+
+
+def remove_each(client: "Client", collection: str, refs: list[str]) -> int:
+    """docker's `rm A B ...`: each name as it goes, each failure on stderr, 1 if any failed."""
+    failed = False
+    for ref in refs:
+        try:
+            client.call("DELETE", f"/{collection}/{ref}")
+            print(ref)
+        except DaemonError as exc:
+            print(f"Error response from daemon: {exc}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
 
 
 class Client:

@@ -7,9 +7,9 @@ import json
 import re
 import sys
 
-from swarmpy.cli.client import Client, DaemonError
+from swarmpy.cli.client import Client, DaemonError, remove_each
 from swarmpy.cli.output import dump_json, short, table
-from swarmpy.cli.parser import UsageError, invalid
+from swarmpy.cli.parser import UsageError, invalid, key_values
 
 DRIVER = "overlay"            # the one driver a swarm network has here (swarmpy/manager/networks.py)
 LS_FILTERS = ("driver", "id", "label", "name", "scope")
@@ -19,16 +19,6 @@ LS_HEADERS = {"ID": "NETWORK ID", "Name": "NAME", "Driver": "DRIVER", "Scope": "
 
 
 # -- create ---------------------------------------------------------------------------------
-def _pairs(flag: str, items: list[str], need_value: bool) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not key or (need_value and not sep):
-            raise invalid(flag, item, "use KEY=VALUE")
-        out[key] = value
-    return out
-
-
 def create_body(args) -> dict:
     """The POST /networks body from `network create`'s flags."""
     driver = args.driver or DRIVER
@@ -41,8 +31,8 @@ def create_body(args) -> dict:
     if len(args.subnet) > 1:
         raise invalid("--subnet", ",".join(args.subnet), "swarmpy's networks take one subnet")
     body = {"name": args.name, "driver": driver, "attachable": args.attachable, "internal": args.internal,
-            "labels": _pairs("--label", args.label, need_value=False),
-            "options": _pairs("--opt", args.opt, need_value=True)}
+            "labels": key_values("--label", args.label),
+            "options": key_values("--opt", args.opt, need_value=True)}
     if args.subnet:
         body["subnet"] = args.subnet[0]
     if args.ingress:
@@ -157,16 +147,7 @@ def inspect(args) -> int:
 
 # -- rm ---------------------------------------------------------------------------------------------
 def rm(args) -> int:
-    client = Client(args.host)
-    failed = False
-    for ref in args.names:
-        try:
-            client.call("DELETE", f"/networks/{ref}")
-            print(ref)
-        except DaemonError as exc:
-            print(f"Error response from daemon: {exc}", file=sys.stderr)
-            failed = True
-    return 1 if failed else 0
+    return remove_each(Client(args.host), "networks", args.names)
 
 
 # -- Go-template formats (the common subset: {{.Field.Sub}} and {{json .Field}}) -------------------

@@ -34,6 +34,18 @@ def invalid(flag: str, value, why: str) -> UsageError:
     return UsageError(f'invalid argument "{value}" for "{flag}" flag: {why}')
 
 
+def key_values(flag: str, items: list[str], need_value: bool = False) -> dict[str, str]:
+    """docker's repeatable KEY=VALUE flags (--label, --opt): a bare KEY has the value "",
+    unless the flag needs one."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key or (need_value and not sep):
+            raise invalid(flag, item, "use KEY=VALUE" if need_value else "use KEY=VALUE or KEY")
+        out[key] = value
+    return out
+
+
 def filters(items: list[str], allowed: dict[str, tuple[str, ...]]) -> dict[str, str]:
     """docker's `-f KEY=VALUE` filters, checked against the keys and values a command knows."""
     out: dict[str, str] = {}

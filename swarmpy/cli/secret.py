@@ -4,16 +4,9 @@ from __future__ import annotations
 import base64
 import sys
 
-from swarmpy.cli.client import Client, DaemonError
+from swarmpy.cli.client import Client, DaemonError, remove_each
+from swarmpy.cli.parser import key_values
 from swarmpy.cli.output import ago, dump_json, short, table
-
-
-def _labels(items: list[str]) -> dict[str, str]:
-    labels = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        labels[key] = value
-    return labels
 
 
 def _read(path: str) -> bytes:
@@ -27,7 +20,7 @@ def _read(path: str) -> bytes:
 
 
 def create(args) -> int:
-    body = {"name": args.name, "labels": _labels(args.label),
+    body = {"name": args.name, "labels": key_values("--label", args.label),
             "data": base64.b64encode(_read(args.file)).decode()}
     obj = Client(args.host).call("POST", f"/{args.kind}s", body=body)
     print(obj["id"])
@@ -53,13 +46,4 @@ def inspect(args) -> int:
 
 
 def rm(args) -> int:
-    client = Client(args.host)
-    failed = False
-    for ref in args.names:
-        try:
-            client.call("DELETE", f"/{args.kind}s/{ref}")
-            print(ref)
-        except DaemonError as exc:
-            print(f"Error response from daemon: {exc}", file=sys.stderr)
-            failed = True
-    return 1 if failed else 0
+    return remove_each(Client(args.host), f"{args.kind}s", args.names)

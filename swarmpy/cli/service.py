@@ -6,7 +6,7 @@ import sys
 from swarmpy.cli import containerspec
 from swarmpy.cli.client import Client, DaemonError
 from swarmpy.cli.output import ago, dump_json, short, state_label, table
-from swarmpy.cli.parser import filters, invalid
+from swarmpy.cli.parser import filters, invalid, key_values
 from swarmpy.cli.progress import wait_converged
 from swarmpy.units import parse_cpus, parse_duration, parse_memory
 
@@ -43,8 +43,8 @@ def _resources(cpu, memory, generic: list[str], prefix: str) -> dict:
 def spec_from_args(args) -> dict:
     spec: dict = {"name": args.name or args.image.split("/")[-1].split(":")[0], "image": args.image,
                   "command": args.command, "env": args.env, "mode": args.mode,
-                  "labels": dict(_kv(x) for x in args.label),
-                  "container_labels": dict(_kv(x) for x in args.container_label),
+                  "labels": key_values("--label", args.label),
+                  "container_labels": key_values("--container-label", args.container_label),
                   "constraints": args.constraint, "preferences": args.placement_pref,
                   "pull": args.pull}
     if args.replicas is not None:
@@ -74,11 +74,6 @@ def spec_from_args(args) -> dict:
 def add_container_flags(p, update: bool = False) -> None:
     """docker's container-spec, healthcheck, mount, publish, update and rollback flags."""
     containerspec.add_flags(p, update)
-
-
-def _kv(text: str) -> tuple[str, str]:
-    key, _, value = text.partition("=")
-    return key, value
 
 
 def create(args) -> int:

@@ -11,7 +11,7 @@ import time
 from swarmpy import defaults, joining
 from swarmpy.cli.client import Client, DaemonError, NoDaemon, socket_path
 from swarmpy.cli.output import dump_json
-from swarmpy.cli.parser import filters, invalid
+from swarmpy.cli.parser import filters, invalid, key_values
 from swarmpy.config import NodeConfig, erase_state, new_secret
 from swarmpy.manager.networks import parse_pool
 from swarmpy.spec import SpecError
@@ -65,7 +65,7 @@ def init(args) -> int:
                         advertise_addr=args.advertise_addr or (listen_host if listen_host != "0.0.0.0"
                                                                else "127.0.0.1"),
                         hostname=args.hostname or "", generic_resources=args.generic_resource,
-                        labels=_labels(args.label), heartbeat_period=_duration(args.dispatcher_heartbeat),
+                        labels=key_values("--label", args.label), heartbeat_period=_duration(args.dispatcher_heartbeat),
                         task_history_limit=args.task_history_limit, api_addr=api_addr,
                         tls_ca=tls_files.ca, tls_cert=tls_files.cert, tls_key=tls_files.key,
                         default_addr_pool=pools, default_addr_pool_mask=mask)
@@ -169,7 +169,7 @@ def join(args) -> int:
     listen_host, port = _split_addr(args.listen_addr, "--listen-addr")
     advertise = args.advertise_addr or (listen_host if listen_host != "0.0.0.0"
                                         else joining.local_addr_towards(remote))
-    labels = _labels(args.label)
+    labels = key_values("--label", args.label)
     hostname = args.hostname or ""
     try:
         parse_generic_resources(args.generic_resource)
@@ -195,10 +195,6 @@ def join(args) -> int:
         raise
     print(f"This node joined a swarm as a {config.role}.")
     return 0
-
-
-def _labels(given: list[str]) -> dict[str, str]:
-    return dict(label.split("=", 1) if "=" in label else (label, "") for label in given)
 
 
 def leave(args) -> int:
