@@ -5,38 +5,18 @@ request stores nothing.  The HTTP layer only translates to and from JSON.
 """
 from __future__ import annotations
 
-from raft.errors import ConflictError, ExistsError, NotFoundError
+from raft.errors import ConflictError, ExistsError
 from raft.store import ClusterStore
 from swarmpy import ca
 from swarmpy.manager import networks, secrets
 from swarmpy.manager.orchestrator import jobs, updater
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
+from swarmpy.manager.refs import resolve
 from swarmpy.models import TaskState, new_service, now, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
 
 PUBLIC_CLUSTER_FIELDS = ("id", "created_at", "version")
 AVAILABILITIES = ("active", "pause", "drain")
-
-
-class AmbiguousError(NotFoundError):
-    status = 400
-    code = "ambiguous"
-
-
-def resolve(objects: list[dict], ref: str, kind: str, by_name) -> dict:
-    """Docker's lookup order: full id, then name, then a unique id prefix."""
-    for obj in objects:
-        if obj["id"] == ref:
-            return obj
-    named = by_name(ref) if by_name else None
-    if named is not None:
-        return named
-    matches = [o for o in objects if o["id"].startswith(ref)] if ref else []
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise AmbiguousError(f"{kind} {ref} is ambiguous ({len(matches)} matches found)")
-    raise NotFoundError(f"{kind} {ref} not found")
 
 
 def respecified(store: ClusterStore, service: dict, spec: dict) -> dict:
@@ -171,16 +151,9 @@ class ControlAPI:
         return networks.public(self.network(ref))
 
     async def remove_network(self, ref: str) -> str:
-        # The allocator rewrites a network's addresses at any time: read again on a conflict.
-        for attempt in range(3):
-            network = self.network(ref)
-            try:
-                await self.store.commit([networks.removal_op(self.store, network)])
-                return network["id"]
-            except ConflictError:
-                if attempt == 2 or self.store.get("networks", network["id"]) is None:
-                    raise
-        raise AssertionError("unreachable")
+        network = self.network(ref)
+        await self.store.commit([networks.removal_op(self.store, network)])
+        return network["id"]
 
     # -- secrets and configs ------------------------------------------------------------
     def _object(self, kind: str, ref: str) -> dict:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from raft.errors import ConflictError, NotFoundError
+from raft.errors import ConflictError
 from raft.store import ClusterStore
 from swarmpy import defaults
+from swarmpy.manager.refs import resolve
 from swarmpy.models import TaskState, new_id, now
 from swarmpy.spec import SpecError
 
@@ -78,8 +79,9 @@ def next_vni(networks: list[dict]) -> int:
 
 
 # -- network objects -------------------------------------------------------------------
-def new_network(store: ClusterStore, body) -> dict:
-    """Validate a create request and build the stored object, subnet and VNI included."""
+def new_network(store: ClusterStore, body, planned: list[dict] = ()) -> dict:
+    """Validate a create request and build the stored object, subnet and VNI included;
+    `planned`: networks the same transaction creates before it (their subnets are taken)."""
     if not isinstance(body, dict):
         raise NetworkSpecError("network", "the body must be a JSON object with name, driver, subnet, attachable, "
                                    "internal, labels, options")
@@ -110,7 +112,7 @@ def new_network(store: ClusterStore, body) -> dict:
         flags[flag] = body.get(flag, False)
         if not isinstance(flags[flag], bool):
             raise NetworkSpecError(flag, f"must be true or false, got {flags[flag]!r}")
-    networks = store.list("networks")
+    networks = store.list("networks") + list(planned)
     if flags["ingress"] and any(n["spec"].get("ingress") for n in networks):
         raise ConflictError("rpc error: code = AlreadyExists desc = an ingress network already exists; "
                             "remove it before creating another")
@@ -155,29 +157,20 @@ def public(network: dict) -> dict:
         {"subnet": network["subnet"], "gateway": ""}]})
 
 
-def lookup(store: ClusterStore, ref: str) -> dict | None:
-    """Full id, name, then a unique id prefix (docker's order); None if there is none."""
-    networks = store.list("networks")
-    for n in networks:
-        if n["id"] == ref:
-            return n
-    named = store.by_name("networks", ref)
-    if named is not None:
-        return named
-    matches = [n for n in networks if ref and n["id"].startswith(ref)]
-    return matches[0] if len(matches) == 1 else None
-
-
-def removal_op(store: ClusterStore, network: dict) -> dict:
-    users = [s for s in store.list("services") if network["id"] in attached_ids(s["spec"])]
+def removal_op(store: ClusterStore, network: dict, ignoring: set[str] = frozenset()) -> dict:
+    """Delete a network no service uses (but those named in `ignoring`, going in the same
+    transaction).  No expected version: the allocator rewrites a network's addresses at any
+    time, and a version read would only make the delete fail for that."""
+    services = [s for s in store.list("services") if s["spec"]["name"] not in ignoring]
+    users = [s for s in services if network["id"] in attached_ids(s["spec"])]
     if users:
         raise ConflictError(f"rpc error: code = FailedPrecondition desc = network {network['spec']['name']} is "
                             f"in use by service {users[0]['spec']['name']}; remove the service or its "
                             "--network first")
-    if network["spec"].get("ingress") and any(ingress_ports(s["spec"]) for s in store.list("services")):
+    if network["spec"].get("ingress") and any(ingress_ports(s["spec"]) for s in services):
         raise ConflictError("rpc error: code = FailedPrecondition desc = ingress network cannot be removed "
                             "because service(s) publish ports in ingress mode")
-    return {"op": "delete", "kind": "networks", "id": network["id"], "expect": network["version"]}
+    return {"op": "delete", "kind": "networks", "id": network["id"]}
 
 
 # -- services' attachments ------------------------------------------------------------------
@@ -189,14 +182,27 @@ def ingress_ports(spec: dict) -> list[dict]:
     return [p for p in spec.get("ports") or [] if p.get("mode", "ingress") == "ingress"]
 
 
+def on_networks(spec: dict) -> bool:
+    """Whether a service's tasks join any network (its own, or ingress for its ports)."""
+    return bool(spec.get("networks")) or bool(ingress_ports(spec))
+
+
+def changes_views(event) -> bool:
+    """Whether a store event may change what some node is told of its networks."""
+    if event.kind in ("networks", "nodes"):
+        return True
+    if event.kind == "services":
+        return on_networks(event.obj["spec"])
+    return event.kind == "tasks" and bool(event.obj.get("networks"))
+
+
 def resolve_targets(store: ClusterStore, spec: dict) -> list[dict]:
     """Name each attachment's network by its id (as docker stores it) and return check ops,
     so that a network removed meanwhile fails the whole write."""
     checks, seen = [], set()
     for i, attachment in enumerate(spec.get("networks") or []):
-        network = lookup(store, attachment["target"])
-        if network is None:
-            raise NotFoundError(f"network {attachment['target']} not found")
+        network = resolve(store.list("networks"), attachment["target"], "network",
+                          lambda name: store.by_name("networks", name))
         if network["spec"].get("ingress"):
             raise SpecError(f"networks[{i}]", "the ingress network is attached by publishing a port; "
                                               "use --publish instead")

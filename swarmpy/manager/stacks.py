@@ -17,6 +17,7 @@ from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy.manager import networks, secrets
 from swarmpy.manager.controlapi import removal_ops, respecified
+from swarmpy.manager.refs import resolve
 from swarmpy.models import new_service, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
 
@@ -32,27 +33,6 @@ def stack_networks(store: ClusterStore, namespace: str) -> list[dict]:
     return sorted((n for n in store.list("networks")
                    if (n["spec"].get("labels") or {}).get(NAMESPACE_LABEL) == namespace),
                   key=lambda n: n["spec"]["name"])
-
-
-class _StoreView:
-    """The store as networks.py reads it, with the networks this transaction creates added
-    (so that each next one gets a subnet and a VNI that none of them has) and the services it
-    removes left out (so that their networks may go with them)."""
-
-    def __init__(self, store: ClusterStore, added: dict[str, dict] | None = None,
-                 removed_services: set[str] = frozenset()) -> None:
-        self._store, self._added, self._removed = store, added if added is not None else {}, removed_services
-
-    def list(self, kind: str) -> list[dict]:
-        objects = self._store.list(kind)
-        if kind == "networks":
-            return objects + list(self._added.values())
-        if kind == "services":
-            return [s for s in objects if s["id"] not in self._removed]
-        return objects
-
-    def __getattr__(self, attr):
-        return getattr(self._store, attr)
 
 
 def _parse(namespace: str, specs) -> list:
@@ -110,15 +90,16 @@ def _network_ops(store: ClusterStore, namespace: str, items, result: dict) -> tu
         raise SpecError("networks", "must be a list of network bodies or {name, external: true}")
     ops: list[dict] = []
     planned: dict[str, dict] = {}
-    view = _StoreView(store, planned)
     for i, item in enumerate(items):
         name = item.get("name") if isinstance(item, dict) else None
         if not isinstance(name, str) or not name:
             raise SpecError(f"networks[{i}]", "must be an object with a name")
         if item.get("external"):
-            if networks.lookup(store, name) is None:
+            try:
+                resolve(store.list("networks"), name, "network", lambda n: store.by_name("networks", n))
+            except NotFoundError:
                 raise NotFoundError(f'network "{name}" is declared as external, but could not be found. You '
-                                    "need to create a swarm-scoped network before the stack is deployed")
+                                    "need to create a swarm-scoped network before the stack is deployed") from None
             continue
         current = store.by_name("networks", name)
         if current is not None:
@@ -134,7 +115,7 @@ def _network_ops(store: ClusterStore, namespace: str, items, result: dict) -> tu
         labels = item.get("labels") or {}
         body["labels"] = {**labels, NAMESPACE_LABEL: namespace} if isinstance(labels, dict) else labels
         try:
-            network = networks.new_network(view, body)
+            network = networks.new_network(store, body, planned=list(planned.values()))
         except SpecError as exc:
             problem = str(exc).split(f"{exc.field}: ", 1)[-1]
             raise SpecError(f"networks[{i}] ({name}).{exc.field}", problem) from None
@@ -229,20 +210,12 @@ def _service_ops(store: ClusterStore, namespace: str, parsed: list, prune: bool,
     return ops
 
 
-async def remove(store: ClusterStore, namespace: str, attempts: int = 3) -> list[str]:
+async def remove(store: ClusterStore, namespace: str) -> list[str]:
     """Remove the stack's services, then its secrets, configs and networks (docker's order),
-    in one commit; a secret or network another stack's service uses stays refused.  The
-    deletes name the versions read; the allocator rewrites a network (its VIPs and node
-    addresses) as tasks come and go, so a commit that lost that race is made again."""
-    for attempt in range(attempts):
-        ops, removed = _removal(store, namespace)
-        try:
-            await store.commit(ops)
-            return removed
-        except ConflictError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
+    in one commit; a secret or network another stack's service uses stays refused."""
+    ops, removed = _removal(store, namespace)
+    await store.commit(ops)
+    return removed
 
 
 def _removal(store: ClusterStore, namespace: str) -> tuple[list[dict], list[str]]:
@@ -257,8 +230,7 @@ def _removal(store: ClusterStore, namespace: str) -> tuple[list[dict], list[str]
         raise NotFoundError(f"Nothing found in stack: {namespace}")
     ops = [op for service in services for op in removal_ops(store, service)]
     ops += [secrets.removal_op(store, kind, o, ignoring=stack_names) for kind, o in owned]
-    without_stack = _StoreView(store, removed_services={s["id"] for s in services})
-    ops += [networks.removal_op(without_stack, n) for n in nets]
+    ops += [networks.removal_op(store, n, ignoring=stack_names) for n in nets]
     return ops, ([f"service {n}" for n in sorted(stack_names)]
                  + [f"{kind} {o['spec']['name']}" for kind, o in owned]
                  + [f"network {n['spec']['name']}" for n in nets])

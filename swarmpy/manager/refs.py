@@ -1,0 +1,25 @@
+"""How a user names an object: docker's lookup order, shared by every kind."""
+from __future__ import annotations
+
+from raft.errors import NotFoundError
+
+
+class AmbiguousError(NotFoundError):
+    status = 400
+    code = "ambiguous"
+
+
+def resolve(objects: list[dict], ref: str, kind: str, by_name) -> dict:
+    """Docker's lookup order: full id, then name, then a unique id prefix."""
+    for obj in objects:
+        if obj["id"] == ref:
+            return obj
+    named = by_name(ref) if by_name else None
+    if named is not None:
+        return named
+    matches = [o for o in objects if o["id"].startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise AmbiguousError(f"{kind} {ref} is ambiguous ({len(matches)} matches found)")
+    raise NotFoundError(f"{kind} {ref} not found")
