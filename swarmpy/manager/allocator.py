@@ -12,8 +12,6 @@ from swarmpy.manager import networks as nets
 from swarmpy.manager.component import Component
 from swarmpy.models import TaskState, status_patch
 
-_WATCHED = (TaskState.NEW, TaskState.ASSIGNED)     # and terminal states: a node may leave a network
-
 
 class _LazyPools(dict):
     """A network's free addresses, worked out (over every task) only if one is needed."""
@@ -32,10 +30,21 @@ class Allocator(Component):
     name = "allocator"
 
     def note(self, events) -> bool:
-        return any(e.kind in ("services", "networks", "nodes")
-                   or (e.kind == "tasks" and (e.action == "delete" or e.obj["status"]["state"] in _WATCHED
-                                              or e.obj["status"]["state"] > TaskState.RUNNING))
-                   for e in events)
+        return any(self._relevant(e) for e in events)
+
+    def _relevant(self, e) -> bool:
+        if e.kind in ("networks", "nodes"):
+            return True
+        if e.kind == "services":      # one on a network, or one that had a VIP to free
+            return nets.on_networks(e.obj["spec"]) or any(
+                e.obj["id"] in n.get("vips", {}) for n in self.store.list("networks"))
+        if e.kind != "tasks":
+            return False
+        state = e.obj["status"]["state"]
+        # Every new task; and a task on networks placed on a node (the node's address there)
+        # or ended (its addresses, and maybe its node's, are free).
+        return state == TaskState.NEW or bool(e.obj.get("networks")) and (
+            e.action == "delete" or state == TaskState.ASSIGNED or state > TaskState.RUNNING)
 
     async def reconcile(self, full: bool) -> None:
         tasks = self.store.list("tasks")

@@ -59,6 +59,7 @@ class Dispatcher:
         self._status_event = asyncio.Event()
         self._dirty_nodes: set[str] = set()
         self._push_event = asyncio.Event()
+        self._views: dict | None = None       # network views, by network id; None: to work out
         self._started = time.monotonic()
         self._req_ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
@@ -219,8 +220,9 @@ class Dispatcher:
                     if e.kind == "tasks" and e.obj.get("node_id"):
                         self._dirty_nodes.add(e.obj["node_id"])
                         self._push_event.set()
-                    if e.kind in ("networks", "services") or (e.kind == "tasks" and e.obj.get("networks")):
+                    if networks.changes_views(e):
                         # Every node on a network hears of its services' tasks coming and going.
+                        self._views = None
                         self._dirty_nodes.update(self.sessions)
                         self._push_event.set()
         finally:
@@ -232,14 +234,13 @@ class Dispatcher:
             await asyncio.sleep(0.005)
             self._push_event.clear()
             dirty, self._dirty_nodes = self._dirty_nodes, set()
-            views = networks.network_views(self.store)
             sessions = [self.sessions[n] for n in dirty if n in self.sessions]
             # Network views go to every node before any assignment: a task told to stop is
             # out of the other nodes' rotation by the time its own node stops it.
             for session in sessions:
-                await self._send_quietly(self._push_networks(session, views))
+                await self._send_quietly(self._push_networks(session))
             for session in sessions:
-                await self._send_quietly(self._push(session, views))
+                await self._send_quietly(self._push(session))
 
     @staticmethod
     async def _send_quietly(coro) -> None:
@@ -248,14 +249,16 @@ class Dispatcher:
         except ChannelClosed:
             pass
 
-    async def _push_networks(self, session: Session, views: dict) -> None:
-        mine = networks.node_views(self.store, session.node_id, views)
+    async def _push_networks(self, session: Session) -> None:
+        if self._views is None:         # worked out again only after an event that changes them
+            self._views = networks.network_views(self.store)
+        mine = networks.node_views(self.store, session.node_id, self._views)
         if mine != session.networks:
             session.networks = mine
             await session.channel.send({"type": "networks", "networks": mine})
 
-    async def _push(self, session: Session, views: dict | None = None) -> None:
-        await self._push_networks(session, views if views is not None else networks.network_views(self.store))
+    async def _push(self, session: Session) -> None:
+        await self._push_networks(session)
         await self._offer_role(session)
         tasks = [t for t in self.store.tables.node_tasks(session.node_id)
                  if t["status"]["state"] >= TaskState.ASSIGNED]
