@@ -68,7 +68,7 @@ from types import SimpleNamespace
 import common  # noqa: F401  (puts the repository on sys.path)
 from clusters import Cleanup, default_json, log, system_busy_s
 from common import REPO, machine, median, table, write_json
-from stack_deploy import others_testing, wait_quiet
+from stack_deploy import add_quiet_options, others_testing, wait_quiet
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
 os.environ["PYTHONPATH"] = REPO + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else "")
@@ -614,11 +614,7 @@ def main() -> int:
     ap.add_argument("--tcp-rounds3", type=int, help="rounds with the network also on h3")
     ap.add_argument("--rates", help="multicast rates per second, comma-separated, 0 = as fast as possible")
     ap.add_argument("--no-docker", action="store_true", help="skip Docker's swarm reference")
-    ap.add_argument("--quiet-wait", type=float, default=1800.0,
-                    help="wait up to this many seconds, before starting and before a measurement while a "
-                         "pytest process runs, until none has run for 15 s (0: do not wait)")
-    ap.add_argument("--attempts", type=int, default=3,
-                    help="measure again, up to this many times, when another test run shared the machine")
+    add_quiet_options(ap)
     ap.add_argument("--json", help="results file (default bench/results/overlay-DATE.json)")
     args = ap.parse_args()
     q = args.quick

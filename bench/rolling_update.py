@@ -55,8 +55,8 @@ import common  # noqa: F401  (puts the repository on sys.path)
 from clusters import Cleanup, default_json
 from common import REPO, machine, median, table, write_json
 from converge import CpuMeter, ensure_image
-from stack_deploy import (RUNNING, DockerSwarm, conditions, disturbed, log, others_testing, sp_env, swarmpy_cli,
-                          swarmpy_node, wait_containers_gone, wait_quiet)
+from stack_deploy import (RUNNING, DockerSwarm, add_quiet_options, conditions, disturbed, log, others_testing,
+                          sp_env, swarmpy_cli, swarmpy_node, wait_containers_gone, wait_quiet)
 
 import docker
 
@@ -259,11 +259,7 @@ def main() -> int:
                          "period), or trap (sh exiting at once on SIGTERM)")
     ap.add_argument("--monitor", help="--update-monitor on both sides (default: each side's default, 5 s)")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds an update may take")
-    ap.add_argument("--quiet-wait", type=float, default=1800.0,
-                    help="before each measurement, wait up to this many seconds until no pytest process "
-                         "has run for 15 s (0: do not wait)")
-    ap.add_argument("--attempts", type=int, default=3,
-                    help="measure again, up to this many times, when another test run shared the machine")
+    add_quiet_options(ap)
     ap.add_argument("--json", help="results file (default bench/results/rolling_update-DATE.json)")
     args = ap.parse_args()
     args.json = args.json or default_json("rolling_update")

@@ -95,6 +95,15 @@ def others_testing() -> list[str]:
     return found
 
 
+def add_quiet_options(ap: argparse.ArgumentParser) -> None:
+    """--quiet-wait and --attempts: how a benchmark keeps other test runs out of its figures."""
+    ap.add_argument("--quiet-wait", type=float, default=1800.0,
+                    help="before each measurement, wait up to this many seconds until no pytest process "
+                         "has run for 15 s (0: do not wait)")
+    ap.add_argument("--attempts", type=int, default=3,
+                    help="measure again, up to this many times, when another test run shared the machine")
+
+
 def wait_quiet(limit_s: float, settle_s: float = 15.0) -> float:
     """Wait until no pytest process has been seen for settle_s (polled every 5 s), at most
     limit_s; returns the seconds waited."""
@@ -323,11 +332,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a deploy may take to converge")
     ap.add_argument("--docker-cli-wait", action="store_true",
                     help="also time `docker stack deploy --detach=false` until the CLI exits")
-    ap.add_argument("--quiet-wait", type=float, default=1800.0,
-                    help="before each measurement, wait up to this many seconds until no pytest process "
-                         "has run for 15 s (0: do not wait)")
-    ap.add_argument("--attempts", type=int, default=3,
-                    help="measure again, up to this many times, when another test run shared the machine")
+    add_quiet_options(ap)
     ap.add_argument("--json", help="results file (default bench/results/stack_deploy-DATE.json)")
     args = ap.parse_args()
     args.json = args.json or default_json("stack_deploy")

@@ -50,20 +50,36 @@ def ensure_engine(log_path: str = "/var/log/swarmpy-dockerd.log", timeout: float
     raise RuntimeError(f"dockerd did not come up; see {log_path}")
 
 
-def build_busybox_image(client, name: str = IMAGE, busybox: str = "/bin/busybox") -> None:
-    """Import a one-binary image: busybox plus applet symlinks (no pull, no Dockerfile)."""
+def busybox_tar(busybox: str, applets=APPLETS, programs: dict[str, str] | None = None) -> bytes:
+    """A root filesystem: bin/busybox, a link per applet, static `programs` ({name: path})
+    as bin/NAME, and a tmp/ for anyone to write."""
+    def root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = "root"
+        info.mode = 0o755
+        return info
+
     data = io.BytesIO()
     with tarfile.open(fileobj=data, mode="w") as tar:
-        info = tarfile.TarInfo("bin")
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox")
-        for applet in APPLETS:
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
-            tar.addfile(link)
+        for d, mode in (("bin", 0o755), ("tmp", 0o1777)):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, mode
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox", filter=root_owned)
+        for applet in applets:
+            if applet not in (programs or {}):
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
+                tar.addfile(link)
+        for prog, path in sorted((programs or {}).items()):
+            tar.add(path, arcname=f"bin/{prog}", filter=root_owned)
+    return data.getvalue()
+
+
+def build_busybox_image(client, name: str = IMAGE, busybox: str = "/bin/busybox") -> None:
+    """Import a one-binary image: busybox plus applet symlinks (no pull, no Dockerfile)."""
     repository, _, tag = name.rpartition(":")
-    client.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
+    client.api.import_image_from_data(busybox_tar(busybox), repository=repository, tag=tag)
 
 
 def find_busybox() -> str | None:

@@ -30,20 +30,18 @@ By hand: `python tests/netprogs/build.py [OUTDIR]` compiles (and copies to OUTDI
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 if __package__ in (None, ""):       # run as a script: make `swarmpy` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from swarmpy.localengine import APPLETS, find_busybox  # noqa: E402
+from swarmpy.localengine import APPLETS, busybox_tar, find_busybox  # noqa: E402
 
 SRC_DIR = Path(__file__).resolve().parent
 PROGRAMS = ("mcast", "tcpblast")
@@ -144,29 +142,7 @@ def image_tar(busybox: str, programs: dict[str, str]) -> tuple[bytes, list[str]]
             raise RuntimeError(f"{busybox} lacks the applets {missing}; install busybox-static")
     applets = list(dict.fromkeys([*APPLETS, *REQUIRED_APPLETS]))
     applets += [a for a in EXTRA_APPLETS if a not in applets and available is not None and a in available]
-
-    def root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid = info.gid = 0
-        info.uname = info.gname = "root"
-        info.mode = 0o755
-        return info
-
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        for d, mode in (("bin", 0o755), ("tmp", 0o1777)):
-            info = tarfile.TarInfo(d)
-            info.type, info.mode = tarfile.DIRTYPE, mode
-            tar.addfile(info)
-        tar.add(busybox, arcname="bin/busybox", filter=root_owned)
-        for applet in applets:
-            if applet in programs:
-                continue
-            link = tarfile.TarInfo(f"bin/{applet}")
-            link.type, link.linkname, link.mode = tarfile.SYMTYPE, "busybox", 0o777
-            tar.addfile(link)
-        for prog, path in sorted(programs.items()):
-            tar.add(path, arcname=f"bin/{prog}", filter=root_owned)
-    return data.getvalue(), applets
+    return busybox_tar(busybox, applets, programs), applets
 
 
 def build_image(client, name: str = IMAGE, busybox: str = "/bin/busybox") -> str:
