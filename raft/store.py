@@ -17,6 +17,7 @@ from typing import Callable
 import msgpack
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
+from raft import wire
 from raft.errors import ERRORS_BY_CODE, NotLeaderError, StoreError, UnavailableError
 from raft.tables import Event, Tables
 
@@ -114,12 +115,15 @@ class ClusterStore:
         os.makedirs(data_dir, exist_ok=True)
         self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self._replica = _Replica(self._publish)
+        wire.install()
         self._raft = _CoalescingSyncObj(self_addr, partners,
                                         raft_conf(data_dir, password, **conf_overrides),
                                         consumers=[self._replica])
         self._raft.addOnTickCallback(self._raft._flush_append_entries)
         self._on_tick_thread: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[bytes, asyncio.Future]] = []     # writes for the next entry
+        self._waiting: set[asyncio.Future] = set()                # writes awaiting their outcome
+        self._leader_watch: asyncio.Task | None = None
         self._closing = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="raft-tick", daemon=True)
         self._ticker.start()
@@ -314,22 +318,33 @@ class ClusterStore:
             self._replica.apply_txns([payload for payload, _ in batch], callback=done)
 
     async def _await_outcome(self, fut: asyncio.Future) -> tuple:
-        """The callback's (result, reason); MISSING_LEADER once the cluster has had no
-        leader for LEADER_WAIT_S (lost quorum), rather than waiting out the whole timeout."""
-        deadline = time.monotonic() + COMMIT_TIMEOUT_S
+        """The callback's (result, reason); REQUEST_DENIED after COMMIT_TIMEOUT_S, and
+        MISSING_LEADER from `_watch_leader` once the cluster has lost its leader."""
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(COMMIT_TIMEOUT_S, _resolve, fut, (None, FAIL_REASON.REQUEST_DENIED))
+        self._waiting.add(fut)
+        if self._leader_watch is None or self._leader_watch.done():
+            self._leader_watch = loop.create_task(self._watch_leader())
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            self._waiting.discard(fut)
+
+    async def _watch_leader(self) -> None:
+        """While writes wait: once the cluster has had no leader for LEADER_WAIT_S (lost
+        quorum), answer them MISSING_LEADER rather than let them wait out the timeout.
+        One watcher for all waiting writes, not a timer loop per write."""
         leaderless_since = None
-        while time.monotonic() < deadline:
-            try:
-                return await asyncio.wait_for(asyncio.shield(fut), 0.1)
-            except asyncio.TimeoutError:
-                pass
+        while self._waiting:
+            await asyncio.sleep(0.1)
             if self.leader() is not None:
                 leaderless_since = None
             elif leaderless_since is None:
                 leaderless_since = time.monotonic()
             elif time.monotonic() - leaderless_since > LEADER_WAIT_S:
-                return None, FAIL_REASON.MISSING_LEADER
-        return None, FAIL_REASON.REQUEST_DENIED
+                for fut in list(self._waiting):
+                    _resolve(fut, (None, FAIL_REASON.MISSING_LEADER))
 
     # -- watch ---------------------------------------------------------------
     def watch(self) -> asyncio.Queue:
@@ -342,14 +357,24 @@ class ClusterStore:
         self._watchers = [(lp, q) for lp, q in self._watchers if q is not queue]
 
     def _publish(self, events: list[Event]) -> None:
-        for loop, watcher in list(self._watchers):
+        # One wake-up of each event loop per transaction, not one per watcher: every
+        # call_soon_threadsafe writes to the loop's self-pipe.
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Queue]] = {}
+        for loop, watcher in self._watchers:
+            by_loop.setdefault(loop, []).append(watcher)
+        for loop, watchers in by_loop.items():
             if not loop.is_closed():
-                loop.call_soon_threadsafe(watcher.put_nowait, events)
+                loop.call_soon_threadsafe(_deliver, watchers, events)
 
     def close(self) -> None:
         self._closing.set()
         self._ticker.join(timeout=2)
         self._raft.destroy()
+
+
+def _deliver(watchers: list[asyncio.Queue], events: list[Event]) -> None:
+    for watcher in watchers:
+        watcher.put_nowait(events)
 
 
 def _resolve(fut: asyncio.Future, value) -> None:
