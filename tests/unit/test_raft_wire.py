@@ -69,3 +69,39 @@ def test_a_member_with_another_password_gets_nothing(tmp_path):
                 s.close()
 
     asyncio.run(main())
+
+
+def test_raft_payloads_pickle_with_protocol_4_and_old_journals_still_load(tmp_path, monkeypatch):
+    """A data dir journalled with pysyncobj's protocol 2 (swarmpy before this change)
+    reopens with every transaction; what is written from then on uses protocol 4."""
+    import pysyncobj.pickle as pysyncobj_pickle
+
+    async def write_and_close(name: str) -> None:
+        store = ClusterStore(f"127.0.0.1:{free_port_pair()}", [], str(tmp_path), derive_raft_password("j"))
+        try:
+            await store.wait_ready(timeout=20)
+            await store.commit([{"op": "create", "kind": "services", "obj": {"id": name, "spec": {"name": name}}}])
+        finally:
+            store.close()
+
+    async def reopen() -> ClusterStore:
+        store = ClusterStore(f"127.0.0.1:{free_port_pair()}", [], str(tmp_path), derive_raft_password("j"))
+        await store.wait_ready(timeout=20)
+        return store
+
+    import raft.wire
+    monkeypatch.setattr(raft.wire, "PICKLE_PROTOCOL", 2)     # as pysyncobj writes on its own
+    asyncio.run(write_and_close("old"))
+    assert b"\x80\x02" in (tmp_path / "raft.journal").read_bytes()
+    monkeypatch.undo()
+    asyncio.run(write_and_close("new"))
+    assert pysyncobj_pickle.dumps(b"payload")[:2] == b"\x80\x04"
+
+    async def check() -> None:
+        store = await reopen()
+        try:
+            assert store.get("services", "old")["spec"]["name"] == "old"
+            assert store.get("services", "new")["spec"]["name"] == "new"
+        finally:
+            store.close()
+    asyncio.run(check())
