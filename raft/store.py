@@ -15,11 +15,14 @@ import time
 from typing import Callable
 
 import msgpack
+import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
 
 from raft import wire
 from raft.errors import ERRORS_BY_CODE, NotLeaderError, StoreError, UnavailableError
 from raft.tables import Event, Tables
+
+_log = structlog.get_logger(component="raft")
 
 COMMIT_TIMEOUT_S = 10.0
 # A write waits this long for an election in progress before it reports that there is no leader.
@@ -75,9 +78,38 @@ class _CoalescingSyncObj(SyncObj):
     with every entry since the follower's next index."""
 
     _send_due = False
+    _forward_waiting = False    # a follower forwarded a command not yet in the log
+    _forward_idx = 0            # the last log index a follower waits to see committed
+    _forward_sent = 0
 
     def _SyncObj__sendAppendEntries(self) -> None:
         self._send_due = True
+
+    # pysyncobj sends every follower an AppendEntries as soon as the leader applies an
+    # entry, only to carry the new commit index, and each follower answers it: half the
+    # messages of a write. The commit index travels anyway with the next entry and with
+    # the heartbeat (appendEntriesPeriod); it is sent at once only when a follower waits
+    # for it: one that forwarded a write, whose client gets its answer once that follower
+    # has applied it. Followers' reads may thus trail the leader by up to one heartbeat.
+    def _applyCommand(self, command, callback, commandType=None) -> None:
+        if isinstance(callback, tuple):      # (follower, request id): a forwarded command
+            self._forward_waiting = True
+        super()._applyCommand(command, callback, commandType)
+
+    def _checkCommandsToApply(self) -> None:
+        super()._checkCommandsToApply()
+        # It drains the queue unless that takes longer than appendEntriesPeriod; a forwarded
+        # command left behind then commits with the next entry or heartbeat.
+        if self._forward_waiting:
+            self._forward_waiting = False
+            self._forward_idx = self._SyncObj__getCurrentLogIndex()
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        applied = SyncObj._SyncObj__applyLogEntries(self)
+        if applied and self._forward_sent < self._forward_idx <= self._SyncObj__raftLastApplied:
+            self._forward_sent = self._forward_idx
+            return True
+        return False
 
     def _flush_append_entries(self) -> None:
         if self._send_due:
@@ -124,6 +156,7 @@ class ClusterStore:
         self._pending: list[tuple[bytes, asyncio.Future]] = []     # writes for the next entry
         self._waiting: set[asyncio.Future] = set()                # writes awaiting their outcome
         self._leader_watch: asyncio.Task | None = None
+        self._tick_errors: set[str] = set()
         self._closing = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="raft-tick", daemon=True)
         self._ticker.start()
@@ -141,8 +174,17 @@ class ClusterStore:
             busy = now - self._replica.last_activity < BUSY_FOR_S
             try:
                 raft.doTick(BUSY_TICK_S if busy else IDLE_TICK_S)
-            except Exception:   # as pysyncobj's own tick thread: keep ticking
+            except Exception as exc:   # as pysyncobj's own tick thread: keep ticking
+                self._report_tick_error(exc)
                 time.sleep(BUSY_TICK_S)
+
+    def _report_tick_error(self, exc: Exception) -> None:
+        """Once per kind of error: a tick that fails every time fails 500 times a second,
+        and a leader whose tick fails sends no heartbeats (its followers elect another)."""
+        kind = f"{type(exc).__name__}: {exc}"
+        if kind not in self._tick_errors:
+            self._tick_errors.add(kind)
+            _log.error("raft_tick_failed", error=kind, exc_info=exc)
 
     def _send_keepalives(self) -> None:
         """A no-op message on every peer link. pysyncobj drops a link that has read nothing

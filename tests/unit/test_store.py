@@ -250,3 +250,32 @@ def test_concurrent_commits_share_raft_entries_yet_succeed_or_fail_alone(tmp_pat
     ids = asyncio.run(first())
     assert len(ids) == 30 and "g7" not in ids
     assert asyncio.run(second()) == ids
+
+
+def test_a_failing_raft_tick_is_logged_once_and_ticking_goes_on(tmp_path, free_port):
+    """An exception inside a tick must not pass unseen: a leader whose tick fails sends no
+    heartbeats. It is logged once per kind, and the store works again once it stops."""
+    from structlog.testing import capture_logs
+
+    async def main():
+        store = await ready(open_store(tmp_path, free_port))
+        real_tick, failures = store._raft.doTick, []
+
+        def failing_tick(*args):
+            if len(failures) < 40:
+                failures.append(1)
+                raise RuntimeError("tick broke")
+            return real_tick(*args)
+        try:
+            with capture_logs() as logs:
+                store._raft.doTick = failing_tick
+                while len(failures) < 40:
+                    await asyncio.sleep(0.01)
+                await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")}])
+            assert store.get("services", "s1") is not None
+            reported = [e for e in logs if e["event"] == "raft_tick_failed"]
+            assert len(reported) == 1 and "RuntimeError: tick broke" in reported[0]["error"]
+        finally:
+            store.close()
+
+    asyncio.run(main())

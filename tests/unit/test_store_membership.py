@@ -87,3 +87,41 @@ def test_writes_fail_clearly_without_quorum(tmp_path):
             a.close()
 
     asyncio.run(main())
+
+
+def test_followers_learn_commits_without_an_extra_message_per_write(tmp_path):
+    """The leader does not send each follower a second AppendEntries per write just to
+    carry the commit index; followers still apply every write, the last one by the next
+    heartbeat although no write follows it."""
+    async def main():
+        addrs = [addr() for _ in range(3)]
+        # Heartbeats every 0.5 s (elections after 2-3 s of silence), so that the count
+        # below is the writes' own messages however slow the machine.
+        slow_heartbeat = dict(appendEntriesPeriod=0.5, raftMinTimeout=2.0, raftMaxTimeout=3.0,
+                              leaderFallbackTimeout=3.0, connectionTimeout=3.0)
+        stores = [ClusterStore(a, [p for p in addrs if p != a], str(tmp_path / str(i)), PASSWORD, **slow_heartbeat)
+                  for i, a in enumerate(addrs)]
+        try:
+            await stores[0].wait_ready(timeout=20)
+            await wait_until(lambda: sum(s.is_leader() for s in stores) == 1)
+            leader = next(s for s in stores if s.is_leader())
+            transport = leader._raft._SyncObj__transport
+            sent, real_send = [], transport.send
+
+            def counting_send(node, message):
+                if message.get("type") == "append_entries":
+                    sent.append(node)
+                return real_send(node, message)
+            transport.send = counting_send
+            writes = 50
+            for i in range(writes):
+                await leader.commit([service(f"s{i}")])
+            transport.send = real_send
+            # Two followers: two messages per write with the commit sent apart, one without.
+            assert len(sent) < 1.5 * 2 * writes, f"{len(sent)} AppendEntries for {writes} writes"
+            await wait_until(lambda: all(s.get("services", f"s{writes - 1}") for s in stores), timeout=2.5)
+        finally:
+            for s in stores:
+                s.close()
+
+    asyncio.run(main())
