@@ -279,3 +279,20 @@ def test_a_failing_raft_tick_is_logged_once_and_ticking_goes_on(tmp_path, free_p
             store.close()
 
     asyncio.run(main())
+
+
+def test_the_pysyncobj_internals_the_store_and_wire_override_exist():
+    """raft/store.py and raft/wire.py override pysyncobj 0.3.17 methods by their private
+    names (setup.cfg pins it): a new pysyncobj must fail here, by name, not by a cluster
+    that silently stops replicating."""
+    from pysyncobj import SyncObj
+    from pysyncobj.tcp_connection import TcpConnection
+    import pysyncobj.pickle as pysyncobj_pickle
+
+    hooks = {SyncObj: ("_SyncObj__sendAppendEntries", "_SyncObj__applyLogEntries",
+                       "_SyncObj__getCurrentLogIndex", "_checkCommandsToApply", "_applyCommand"),
+             TcpConnection: ("send", "_TcpConnection__trySendBuffer"),
+             pysyncobj_pickle: ("__protocol", "dumps", "loads")}
+    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, names in hooks.items()
+               for name in names if not hasattr(owner, name)]
+    assert not missing, f"pysyncobj no longer has {', '.join(missing)}: revisit raft/store.py and raft/wire.py"
