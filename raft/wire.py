@@ -46,6 +46,9 @@ _TS = struct.Struct(">Q")
 _NONCE_BYTES = 12
 _HEADER = _TS.size + _NONCE_BYTES
 PICKLE_PROTOCOL = 4
+# What a manager speaks on the Raft port: 1 was pysyncobj's own (Fernet, pickle protocol 2),
+# 2 is this module's. A manager joining with another version is refused at join.
+VERSION = 2
 
 
 def derive_key(password: str | bytes) -> bytes:

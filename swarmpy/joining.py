@@ -13,6 +13,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from raft import wire
 from swarmpy import ca
 from swarmpy.config import split_addr
 from swarmpy.rpc import Channel, ChannelClosed
@@ -82,7 +83,7 @@ async def join(remote: str, token: str, advertise_addr: str, port: int, hostname
     ca_pem = await fetch_trusted_ca(addr, token)
     csr, key = ca.new_key_and_csr()
     request = {"type": "join", "token": token, "csr": csr.decode(), "addr": advertise_addr, "port": port,
-               "hostname": hostname, "labels": labels}
+               "hostname": hostname, "labels": labels, "raft_wire": wire.VERSION}
     for _ in range(MAX_REDIRECTS):
         reply = await _ask(addr, request, _verified(ca_pem))
         if reply.get("type") == "joined":

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 
+from raft import wire
 from swarmpy import ca, defaults, log
 from swarmpy.config import split_addr
 from swarmpy.models import TaskState
@@ -138,7 +139,8 @@ class Agent:
             engine = await self.engine.call(self.engine.describe)
             await channel.send({"type": "register", "node_id": self.node_id, "cluster_addr": self.cluster_addr,
                                 "role": self.role, "hostname": self.hostname, "labels": self.labels,
-                                "description": self.resources.description(self.hostname, engine)})
+                                "description": self.resources.description(self.hostname, engine),
+                                "raft_wire": wire.VERSION})
             reply = await asyncio.wait_for(channel.recv(), 15)
             if reply["type"] != "registered":
                 if reply.get("leader"):

@@ -5,6 +5,7 @@ request stores nothing.  The HTTP layer only translates to and from JSON.
 """
 from __future__ import annotations
 
+from raft import wire
 from raft.errors import ConflictError, ExistsError
 from raft.store import ClusterStore
 from swarmpy import ca
@@ -232,6 +233,11 @@ class ControlAPI:
         if role not in ("worker", "manager"):
             raise SpecError("role", f"must be worker or manager, got {role!r}")
         if role == "manager":
+            theirs = node.get("description", {}).get("raft_wire", 1)
+            if theirs != wire.VERSION:
+                raise ConflictError(f"node {node['id']} runs a swarmpy whose Raft wire is version {theirs} and "
+                                    f"the managers' is version {wire.VERSION}: upgrade swarmpy on it (and restart "
+                                    "its daemon) before promoting it")
             return role
         managers = [n for n in self.store.list("nodes") if n["spec"].get("role") == "manager"]
         if len(managers) == 1:

@@ -146,7 +146,9 @@ class Dispatcher:
 
     def _node_op(self, node_id: str, hello: dict, channel: Channel) -> dict:
         current = self.store.get("nodes", node_id)
-        node = {"id": node_id, "spec": current["spec"], "description": hello["description"],
+        # raft_wire: what its Raft port would speak if promoted (absent: a swarmpy before raft/wire.py).
+        description = dict(hello["description"], raft_wire=hello.get("raft_wire", 1))
+        node = {"id": node_id, "spec": current["spec"], "description": description,
                 "status": {"state": "ready", "message": "", "addr": str((channel.peer or ("",))[0]),
                            "cluster_addr": hello.get("cluster_addr", ""), "timestamp": now()},
                 "created_at": current["created_at"]}

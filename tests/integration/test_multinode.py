@@ -4,13 +4,14 @@ node's containers carry its node id).  The network-namespace harness (test_clust
 covers what needs separate hosts: partitions and hosts that vanish."""
 from __future__ import annotations
 
+import asyncio
 import threading
 from types import SimpleNamespace
 
 import pytest
 
-from swarmpy import ca
-from swarmtest import FAST, LABEL_NODE, LABEL_SERVICE_NAME, running_tasks, stays_true, wait_for
+from swarmpy import ca, joining
+from swarmtest import FAST, free_port_pair, LABEL_NODE, LABEL_SERVICE_NAME, running_tasks, stays_true, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +94,29 @@ def test_join_refusals_name_the_problem_and_leave_nothing(swarm):
     result = stranger.cli("info")
     assert result.rc != 0           # no daemon was started
     assert len(swarm.a.get("/nodes")) == 4
+
+
+def test_a_manager_from_another_raft_wire_is_refused_and_nothing_is_stored(swarm):
+    """A manager join from a swarmpy whose Raft port speaks another wire (one from before
+    raft/wire.py sends no version) is refused by name: it would be a voter that reads none
+    of the others' messages."""
+    leader = leader_of(swarm.managers)
+    token = leader.ok("join-token", "-q", "manager").strip()
+    nodes, members = len(leader.get("/nodes")), leader.get("/info")["raft"]["members"]
+
+    async def old_join() -> dict:
+        addr = (leader.addr, leader.port)
+        ca_pem = await joining.fetch_trusted_ca(addr, token)
+        csr, _ = ca.new_key_and_csr()
+        request = {"type": "join", "token": token, "csr": csr.decode(), "addr": "127.0.0.1",
+                   "port": free_port_pair(), "hostname": "old-swarmpy", "labels": {}}
+        return await joining._ask(addr, request, joining._verified(ca_pem))
+
+    reply = asyncio.run(old_join())
+    assert reply["type"] == "error", reply
+    assert "Raft wire version 1" in reply["error"] and "same swarmpy on every manager" in reply["error"]
+    assert len(leader.get("/nodes")) == nodes
+    assert leader.get("/info")["raft"]["members"] == members
 
 
 def test_rotated_token_stops_new_joins_but_not_members(swarm):
