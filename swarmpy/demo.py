@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import stacks
 from swarmpy import localengine
-from swarmpy.cli.client import Client, NoDaemon
+from swarmpy.cli.client import Client, DaemonError, NoDaemon
 from swarmpy.cli.main import main as cli
 from worker.engine import NO_PULL_ENV
 
 STACK = "demo"
 STACK_FILE = Path(stacks.__file__).parent / "examples" / "demo.yml"
+ANSWER = b"web says: <"         # the page, not "(no answer yet)"
 
 
 def _show(*argv: str) -> int:
@@ -27,6 +29,20 @@ def _show(*argv: str) -> int:
     status = cli(list(argv))
     sys.stdout.flush()
     return status
+
+
+def _wait_for_an_answer(timeout: float = 20.0) -> None:
+    """Converged is not yet answered: hello's tasks start with web's, and ask again every
+    2 s. Show the logs once one of them has web's page (or after `timeout`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            logs = b"".join(Client().stream(f"/services/{STACK}_hello/logs", {"tail": "1"}))
+        except (DaemonError, OSError):
+            logs = b""
+        if ANSWER in logs:
+            return
+        time.sleep(0.5)
 
 
 def main() -> int:
@@ -40,6 +56,7 @@ def main() -> int:
             return 1
     if _show("stack", "deploy", "-c", str(STACK_FILE), "--detach=false", STACK):
         return 1
+    _wait_for_an_answer()
     for argv in (("node", "ls"), ("stack", "services", STACK), ("stack", "ps", STACK),
                  ("service", "logs", "--tail", "3", f"{STACK}_hello")):
         _show(*argv)
