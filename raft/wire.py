@@ -47,8 +47,14 @@ _NONCE_BYTES = 12
 _HEADER = _TS.size + _NONCE_BYTES
 PICKLE_PROTOCOL = 4
 # What a manager speaks on the Raft port: 1 was pysyncobj's own (Fernet, pickle protocol 2),
-# 2 is this module's. A manager joining with another version is refused at join.
+# 2 is this module's. Joins and promotions of a node with another version are refused.
 VERSION = 2
+UNVERSIONED = 1     # swarmpy before this module announced no version
+
+
+def announced_version(announcement: dict) -> int:
+    """The wire version a join request, an agent's registration or a node's description names."""
+    return announcement.get("raft_wire", UNVERSIONED)
 
 
 def derive_key(password: str | bytes) -> bytes:

@@ -70,8 +70,9 @@ class CAServer:
 
     async def _join(self, channel: Channel, request: dict) -> None:
         role = self._role_for(request.get("token"))
+        raft_wire = wire.announced_version(request)
         if role == "manager":
-            _check_raft_wire(request)
+            _check_raft_wire(raft_wire)
         node_id = new_id()
         try:
             cert = ca.sign_csr(root_ca(self.store), request["csr"].encode(), node_id, role)
@@ -80,7 +81,7 @@ class CAServer:
         addr = f"{request['addr']}:{int(request['port'])}"
         node = {"id": node_id, "created_at": now(),
                 "spec": {"role": role, "availability": "active", "labels": request.get("labels") or {}},
-                "description": {"hostname": request.get("hostname", ""), "raft_wire": request.get("raft_wire", 1)},
+                "description": {"hostname": request.get("hostname", ""), "raft_wire": raft_wire},
                 "status": {"state": "unknown", "message": "joining", "addr": request["addr"],
                            "timestamp": now()}}
         reply = {"type": "joined", "node_id": node_id, "role": role, "cert": cert.decode(),
@@ -114,10 +115,9 @@ class CAServer:
             self.log.warning("raft_member_not_confirmed", node=node["id"], error=str(exc))
 
 
-def _check_raft_wire(request: dict) -> None:
+def _check_raft_wire(theirs: int) -> None:
     """A manager that cannot read the others' Raft messages would still count as a voter:
     the cluster would lose a member's worth of fault tolerance without a word."""
-    theirs = request.get("raft_wire", 1)      # swarmpy before raft/wire.py sent no version
     if theirs != wire.VERSION:
         raise JoinRefused(f"this node's swarmpy speaks Raft wire version {theirs} and the cluster's managers "
                           f"speak version {wire.VERSION}: run the same swarmpy on every manager "

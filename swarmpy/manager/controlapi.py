@@ -233,7 +233,7 @@ class ControlAPI:
         if role not in ("worker", "manager"):
             raise SpecError("role", f"must be worker or manager, got {role!r}")
         if role == "manager":
-            theirs = node.get("description", {}).get("raft_wire", 1)
+            theirs = wire.announced_version(node.get("description", {}))
             if theirs != wire.VERSION:
                 raise ConflictError(f"node {node['id']} runs a swarmpy whose Raft wire is version {theirs} and "
                                     f"the managers' is version {wire.VERSION}: upgrade swarmpy on it (and restart "

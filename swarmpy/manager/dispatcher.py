@@ -13,6 +13,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+from raft import wire
 from raft.errors import StoreError
 from raft.store import ClusterStore
 from swarmpy import ca, defaults, log
@@ -146,8 +147,8 @@ class Dispatcher:
 
     def _node_op(self, node_id: str, hello: dict, channel: Channel) -> dict:
         current = self.store.get("nodes", node_id)
-        # raft_wire: what its Raft port would speak if promoted (absent: a swarmpy before raft/wire.py).
-        description = dict(hello["description"], raft_wire=hello.get("raft_wire", 1))
+        # raft_wire: what its Raft port would speak if promoted.
+        description = dict(hello["description"], raft_wire=wire.announced_version(hello))
         node = {"id": node_id, "spec": current["spec"], "description": description,
                 "status": {"state": "ready", "message": "", "addr": str((channel.peer or ("",))[0]),
                            "cluster_addr": hello.get("cluster_addr", ""), "timestamp": now()},

@@ -262,8 +262,7 @@ class HttpApi:
 
     async def tasks(self, request):
         q = request.query
-        return _json(self.control.list_tasks(q.get("service"), q.get("node"),
-                                                         q.get("desired-state")))
+        return _json(self.control.list_tasks(q.get("service"), q.get("node"), q.get("desired-state")))
 
     async def service_logs(self, request):
         service = self.control.service(request.match_info["ref"])
