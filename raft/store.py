@@ -17,6 +17,7 @@ from typing import Callable
 import msgpack
 import structlog
 from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.monotonic import monotonic as raft_clock   # pysyncobj's deadlines use this clock
 
 from raft import wire
 from raft.errors import ERRORS_BY_CODE, NotLeaderError, StoreError, UnavailableError
@@ -111,6 +112,18 @@ class _CoalescingSyncObj(SyncObj):
             return True
         return False
 
+    def _forget_unreachable_leader(self) -> None:
+        """pysyncobj starts an election only while it has a link up to some member, so a
+        follower whose links all went down (the other managers died) kept its last leader
+        for good: a write waited out COMMIT_TIMEOUT_S and `node ls` named a dead leader.
+        Past the election deadline with no link up, it forgets the leader as an election
+        would, and the writes waiting on that leader fail at once (LEADER_CHANGED)."""
+        if (self._SyncObj__raftLeader is not None and not self._isLeader()
+                and not self._SyncObj__connectedNodes and self._SyncObj__otherNodes
+                and self._SyncObj__raftElectionDeadline < raft_clock()):
+            self._SyncObj__raftLeader = None
+            self._SyncObj__onLeaderChanged()
+
     def _flush_append_entries(self) -> None:
         if self._send_due:
             self._send_due = False
@@ -152,6 +165,7 @@ class ClusterStore:
                                         raft_conf(data_dir, password, **conf_overrides),
                                         consumers=[self._replica])
         self._raft.addOnTickCallback(self._raft._flush_append_entries)
+        self._raft.addOnTickCallback(self._raft._forget_unreachable_leader)
         self._on_tick_thread: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[bytes, asyncio.Future]] = []     # writes for the next entry
         self._waiting: set[asyncio.Future] = set()                # writes awaiting their outcome
@@ -268,6 +282,7 @@ class ClusterStore:
         if reason == FAIL_REASON.NOT_LEADER:
             raise NotLeaderError("this manager is not the Raft leader")
         if reason == FAIL_REASON.LEADER_CHANGED:
+            await self._leader_after_change()
             raise UnavailableError("the Raft leader changed before the write was committed; retry")
         raise UnavailableError(f"the write's outcome is unknown ({_reason_name(reason)}); "
                                "the cluster may have lost quorum")
@@ -278,6 +293,15 @@ class ClusterStore:
             if time.monotonic() > deadline:
                 raise UnavailableError(NO_LEADER)
             await asyncio.sleep(0.01)
+
+    async def _leader_after_change(self) -> None:
+        """A forwarded write fails as LEADER_CHANGED when this member's election timer
+        fires, which is also how a member cut off from the majority first notices it. Tell
+        the user which it was: a new leader (retry) or none within LEADER_WAIT_S."""
+        try:
+            await self._wait_leader()
+        except UnavailableError:
+            raise UnavailableError(NO_LEADER + " The write was not confirmed.") from None
 
     async def _wait_applied(self, index: int) -> None:
         deadline = time.monotonic() + COMMIT_TIMEOUT_S

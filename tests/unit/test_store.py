@@ -290,7 +290,8 @@ def test_the_pysyncobj_internals_the_store_and_wire_override_exist():
     import pysyncobj.pickle as pysyncobj_pickle
 
     hooks = {SyncObj: ("_SyncObj__sendAppendEntries", "_SyncObj__applyLogEntries",
-                       "_SyncObj__getCurrentLogIndex", "_checkCommandsToApply", "_applyCommand"),
+                       "_SyncObj__getCurrentLogIndex", "_SyncObj__onLeaderChanged",
+                       "_checkCommandsToApply", "_applyCommand"),
              TcpConnection: ("send", "_TcpConnection__trySendBuffer"),
              pysyncobj_pickle: ("__protocol", "dumps", "loads")}
     missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, names in hooks.items()

@@ -125,3 +125,32 @@ def test_followers_learn_commits_without_an_extra_message_per_write(tmp_path):
                 s.close()
 
     asyncio.run(main())
+
+
+def test_a_follower_cut_off_mid_write_reports_no_leader(tmp_path):
+    """A write forwarded just before the follower loses the others fails when its election
+    timer fires (pysyncobj's LEADER_CHANGED); with no leader to come, the user reads that
+    the swarm has no leader, not that they should retry."""
+    async def main():
+        addrs = [addr() for _ in range(3)]
+        stores = [ClusterStore(a, [p for p in addrs if p != a], str(tmp_path / str(i)), PASSWORD)
+                  for i, a in enumerate(addrs)]
+        try:
+            await stores[0].wait_ready(timeout=20)
+            await wait_until(lambda: sum(s.is_leader() for s in stores) == 1)
+            follower = next(s for s in stores if not s.is_leader())
+            await wait_until(lambda: follower.leader() is not None)
+            for s in [s for s in stores if s is not follower]:
+                s.close()
+                stores.remove(s)
+            started = time.monotonic()
+            with pytest.raises(UnavailableError) as err:
+                await follower.commit([service("cut")])
+            assert str(err.value).startswith(NO_LEADER), err.value
+            assert time.monotonic() - started < 8
+            assert follower.get("services", "cut") is None
+        finally:
+            for s in stores:
+                s.close()
+
+    asyncio.run(main())
