@@ -183,8 +183,9 @@ def main() -> int:
         services = [client.call("POST", "/services", body=body_for(f"wr-{i:03d}", value))
                     for i in range(args.inflight)]
         etcd_value = json.dumps(body_for(services[0]["spec"]["name"], value)).encode()
-        raft_entry = msgpack.packb([{"op": "update", "kind": "services", "obj": dict(
-            services[0], spec=services[0]["spec"], previous_spec=services[0]["spec"]), "expect": 1}])
+        raft_entry = msgpack.packb([{"op": "patch", "kind": "services", "id": services[0]["id"], "expect": 1,
+                                     "copy": {"previous_spec": "spec"},
+                                     "set": {"spec": services[0]["spec"], "updated_at": services[0]["updated_at"]}}])
         results["sizes"] = {"swarmpy_request_body_bytes": len(etcd_value), "etcd_value_bytes": len(etcd_value),
                             "swarmpy_raft_entry_bytes_approx": len(raft_entry)}
         log(f"value: {len(etcd_value)} bytes of JSON per write (swarmpy request body = etcd value); "

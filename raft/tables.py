@@ -9,7 +9,7 @@ Operations (plain dicts, msgpack-encodable):
   {"op": "create", "kind": K, "obj": {...}}                 id must be new; name unique for named kinds
   {"op": "update", "kind": K, "obj": {...}, "expect": V}     replace whole; expect = version read, or None
   {"op": "patch",  "kind": K, "id": I, "set": {path: val}, "expect": V?,
-                   "if_lt": {path: val}?, "skip_missing": bool?}
+                   "if_lt": {path: val}?, "skip_missing": bool?, "copy": {path: from_path}?}
   {"op": "delete", "kind": K, "id": I, "expect": V?, "skip_missing": bool?}
   {"op": "check",  "kind": K, "id": I, "expect": V?}         writes nothing; the transaction fails
                                                              unless the object exists (at version V)
@@ -17,7 +17,9 @@ Operations (plain dicts, msgpack-encodable):
 `patch` sets dotted paths, so writers that own different fields (the agent owns
 `status`, managers own `desired_state`) never overwrite each other.  `if_lt`
 turns the op into a no-op unless the current value is below the given one: task
-states only move forward.
+states only move forward.  `copy` sets paths to values of the stored object as it was
+before the op (read before `set` applies): a service update keeps the spec it replaces as
+previous_spec without sending it through Raft again.
 """
 from __future__ import annotations
 
@@ -48,11 +50,14 @@ def _get_path(obj: dict, path: str) -> Any:
     return cur
 
 
-def _patched(cur: dict, sets: dict[str, Any], owned: bool) -> dict:
+def _patched(cur: dict, sets: dict[str, Any], owned: bool, copies: dict[str, str] | None = None) -> dict:
     """A new version of `cur` with dotted paths set, copying only the dicts on those paths:
     stored objects are never changed in place, so the versions may share the rest (a task
-    status patch no longer copies the task's whole spec)."""
+    status patch no longer copies the task's whole spec). `copies` (path: source path) are
+    read from `cur` and shared, not copied, for the same reason."""
     new = dict(cur)
+    if copies:
+        new = _patched(new, {path: _get_path(cur, source) for path, source in copies.items()}, owned=True)
     for path, value in sets.items():
         *parents, last = path.split(".")
         node = new
@@ -155,7 +160,7 @@ class Tables:
                 if any(_get_path(cur, p) is not None and _get_path(cur, p) >= v
                        for p, v in op.get("if_lt", {}).items()):
                     continue
-                new = _patched(cur, op["set"], owned)
+                new = _patched(cur, op["set"], owned, op.get("copy"))
             elif action == "delete":
                 new = None
             else:

@@ -20,18 +20,21 @@ PUBLIC_CLUSTER_FIELDS = ("id", "created_at", "version")
 AVAILABILITIES = ("active", "pause", "drain")
 
 
-def respecified(store: ClusterStore, service: dict, spec: dict) -> dict:
-    """The service with a new spec: the old one kept for rollback, and a rolling update
-    started (in the same write) when the change reaches running tasks; with none, as in
-    SwarmKit, there is nothing to update and no update_status to write."""
-    updated = dict(service, spec=spec, previous_spec=service["spec"], updated_at=now())
+def respec_op(store: ClusterStore, service: dict, spec: dict) -> dict:
+    """The op that gives the service a new spec: the old one kept for rollback, and a
+    rolling update started (in the same write) when the change reaches running tasks; with
+    none, as in SwarmKit, there is nothing to update and no update_status to write. The
+    old spec becomes previous_spec in the store (`copy`), so the Raft entry carries one
+    spec, not two: half the bytes every manager decodes per update."""
+    values = {"spec": spec, "updated_at": now()}
     # Jobs are not rolled: a changed job runs again from the start (orchestrator/jobs.py).
     live = not spec["mode"].endswith("-job") and any(
         t["desired_state"] <= TaskState.RUNNING for t in store.tables.service_tasks(service["id"]))
     status = updater.status_for_new_spec(service["spec"], spec) if live else None
     if status is not None:
-        updated["update_status"] = status
-    return updated
+        values["update_status"] = status
+    return {"op": "patch", "kind": "services", "id": service["id"], "expect": service["version"],
+            "copy": {"previous_spec": "spec"}, "set": values}
 
 
 def removal_ops(store: ClusterStore, service: dict) -> list[dict]:
@@ -79,8 +82,7 @@ class ControlAPI:
                                 f"{current['spec']['mode']})")
         new = to_dict(spec)
         checks = networks.resolve_targets(self.store, new) + secrets.reference_checks(self.store, new)
-        await self.store.commit(checks + [
-            {"op": "update", "kind": "services", "obj": respecified(self.store, current, new), "expect": version}])
+        await self.store.commit(checks + [dict(respec_op(self.store, current, new), expect=version)])
         return self.store.get("services", current["id"])
 
     async def rollback_service(self, ref: str) -> dict:

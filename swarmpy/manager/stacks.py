@@ -16,7 +16,7 @@ import re
 from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy.manager import networks, secrets
-from swarmpy.manager.controlapi import removal_ops, respecified
+from swarmpy.manager.controlapi import removal_ops, respec_op
 from swarmpy.manager.refs import resolve
 from swarmpy.models import new_service, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
@@ -200,8 +200,7 @@ def _service_ops(store: ClusterStore, namespace: str, parsed: list, prune: bool,
             raise SpecError(f"{spec.name}.mode", f"service mode change is not allowed (service "
                                                  f"{spec.name} is {current['spec']['mode']}); "
                                                  "remove the stack's service first")
-        ops.append({"op": "update", "kind": "services", "expect": current["version"],
-                    "obj": respecified(store, current, new)})
+        ops.append(respec_op(store, current, new))
         result["updated"].append(f"service {spec.name}")
     if prune:
         for name, service in sorted(existing.items()):

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from raft.tables import Tables
-from swarmpy.manager.controlapi import respecified
+from swarmpy.manager.controlapi import respec_op
 from swarmpy.manager.orchestrator import global_, jobs, replicated, restart
 from swarmpy.manager.orchestrator.slots import SlotPlan, desired, runnable, spec_changed
 from swarmpy.models import (RestartPolicy, ServiceSpec, TaskState, UpdateConfig, new_service, new_task,
@@ -620,8 +620,7 @@ def test_global_spec_change_replaces_on_same_node():
 
 def start_update(tables: Tables, svc: dict, **spec_changes) -> dict:
     """A spec change as the control API writes it: with the update_status it starts."""
-    new = respecified(SimpleNamespace(tables=tables), svc, dict(svc["spec"], **spec_changes))
-    commit(tables, [{"op": "update", "kind": "services", "obj": new, "expect": svc["version"]}])
+    commit(tables, [respec_op(SimpleNamespace(tables=tables), svc, dict(svc["spec"], **spec_changes))])
     return tables.get("services", svc["id"])
 
 
@@ -648,9 +647,9 @@ def test_a_spec_change_starts_an_update_and_a_scale_does_not():
     t = Tables()
     svc = running_service(t, 2)
     store = SimpleNamespace(tables=t)
-    assert respecified(store, svc, dict(svc["spec"], replicas=5)).get("update_status") is None
+    assert "update_status" not in respec_op(store, svc, dict(svc["spec"], replicas=5))["set"]
     idle = make_service(t, name="idle", replicas=0)
-    assert respecified(store, idle, dict(idle["spec"], image="busybox:2")).get("update_status") is None
+    assert "update_status" not in respec_op(store, idle, dict(idle["spec"], image="busybox:2"))["set"]
     svc = start_update(t, svc, image="busybox:2")
     assert status_of(t, svc["id"])["state"] == "updating"
     assert status_of(t, svc["id"])["message"] == "update in progress"

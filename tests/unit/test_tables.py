@@ -503,3 +503,23 @@ def test_a_patch_makes_a_new_version_and_leaves_the_old_one_as_it_was():
     assert old["status"] == {"state": 0, "message": "new"} and "extra" not in old
     assert new["status"] == {"state": 512, "message": "new", "err": ""} and new["extra"] == {"deep": {"key": 1}}
     assert new["spec"] is old["spec"]            # the untouched part is shared, not copied
+
+
+def test_patch_copy_keeps_the_value_it_replaces():
+    """A service update keeps the replaced spec as previous_spec in the store; copies read
+    the object as it was before the op, so a swap (rollback) needs no second op."""
+    t = Tables()
+    ok(t, [create("services", svc("a", "web", previous_spec=None))])
+    old_spec = t.get("services", "a")["spec"]
+    new_spec = {"name": "web", "image": "busybox:2"}
+    ok(t, [{"op": "patch", "kind": "services", "id": "a", "expect": 1,
+            "copy": {"previous_spec": "spec"}, "set": {"spec": new_spec}}])
+    stored = t.get("services", "a")
+    assert stored["spec"] == new_spec and stored["previous_spec"] == old_spec and stored["version"] == 2
+    ok(t, [{"op": "patch", "kind": "services", "id": "a",
+            "copy": {"spec": "previous_spec", "previous_spec": "spec"}, "set": {}}])
+    stored = t.get("services", "a")
+    assert stored["spec"] == old_spec and stored["previous_spec"] == new_spec
+    # At a stale version nothing is copied or set.
+    failed(t, [{"op": "patch", "kind": "services", "id": "a", "expect": 2,
+                "copy": {"previous_spec": "spec"}, "set": {"spec": {"name": "web"}}}], "conflict")
