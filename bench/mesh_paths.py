@@ -1,0 +1,88 @@
+"""The routing mesh through a node without the task: over the ingress overlay (as swarmpy
+builds it) against two hand-made detours over the hosts' own link, to size what a mesh
+that forwards between nodes without VXLAN would win (issue 5, docs/benchmarks.md).
+
+    python bench/mesh_paths.py [--rounds 4] [--seconds 6]
+
+Three hosts (tests/netns.py), a one-manager swarmpy cluster, one httpd task on h2 published
+in ingress mode on 30080 and in host mode on 30081 (as in bench/overlay.py). On h3, which
+runs no task, two extra ports are made by hand with iptables in h3's namespace (gone with the
+namespace at the end): 30082 DNATs to h2:30081 (the engine's host-mode port) and 30083 to
+h2:30080 (h2's own mesh), each SNATed to h3's address, so neither crosses VXLAN. The client
+is bench/overlay.py's load generator in h1's namespace; targets alternate in order each round.
+Prints the median req/s per target and its ratio to the direct port.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+from overlay import (DIRECT_PORT, HTTPD, MESH_PORT, Cleanup, HostCluster, Hosts, build, build_image, create, fetch,
+                     loadgen, log, system_busy_s, wait, wait_running)
+
+
+def iptables(host, *rule: str) -> None:
+    done = host.run(["iptables", *rule], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"iptables {' '.join(rule)}: {done.stderr.strip()}")
+
+
+def detour(via, to, port: int, to_port: int) -> None:
+    """On `via`: connections to `port` go to `to`:`to_port` over the hosts' link."""
+    iptables(via, "-t", "nat", "-I", "PREROUTING", "-p", "tcp", "--dport", str(port), "-m", "addrtype",
+             "--dst-type", "LOCAL", "-j", "DNAT", "--to-destination", f"{to.addr}:{to_port}")
+    iptables(via, "-t", "nat", "-I", "POSTROUTING", "-p", "tcp", "-d", to.addr, "--dport", str(to_port),
+             "-m", "conntrack", "--ctstate", "DNAT", "-j", "SNAT", "--to-source", via.addr)
+    iptables(via, "-I", "DOCKER-USER", "-p", "tcp", "-d", to.addr, "--dport", str(to_port), "-j", "ACCEPT")
+    iptables(via, "-I", "DOCKER-USER", "-p", "tcp", "-s", to.addr, "--sport", str(to_port), "-j", "ACCEPT")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--concurrency", type=int, default=8)
+    args = ap.parse_args()
+    build()
+    with Cleanup() as cleanup:
+        hosts = Hosts(3)
+        cleanup.add("hosts", hosts.close)
+        image = ""
+        for h in hosts:
+            image = build_image(h.docker())
+        c = HostCluster(SimpleNamespace(hosts=hosts.hosts), image, managers=1)
+        cleanup.add("swarmpy cluster", c.teardown)
+        m, (h1, h2, h3) = c.nodes[0], hosts.hosts
+        create(m, "web", "--replicas", "1", "--constraint", "node.hostname==h2",
+               "--publish", f"published={MESH_PORT},target=80",
+               "--publish", f"published={DIRECT_PORT},target=80,mode=host", command=HTTPD)
+        wait_running(m, "web", 1)
+        detour(h3, h2, 30082, DIRECT_PORT)
+        detour(h3, h2, 30083, MESH_PORT)
+        targets = [("mesh via h3 (VXLAN)", h3.addr, MESH_PORT), ("h3 -> h2:30081 link", h3.addr, 30082),
+                   ("h3 -> h2:30080 link", h3.addr, 30083), ("direct h2:30081", h2.addr, DIRECT_PORT)]
+        for label, addr, port in targets:
+            wait(lambda: fetch(h1, addr, port)[0], 30, f"{label} to answer")
+        rates: dict[str, list[float]] = {t[0]: [] for t in targets}
+        for r in range(args.rounds):
+            for label, addr, port in (targets if r % 2 == 0 else targets[::-1]):
+                loadgen(h1, addr, port, 1.0, args.concurrency)              # warm-up
+                busy0 = system_busy_s()
+                res = loadgen(h1, addr, port, args.seconds, args.concurrency)
+                cpu_ms = 1000 * (system_busy_s() - busy0) / max(res["ok"], 1)
+                rates[label].append(res["req_per_s"])
+                log(f"round {r + 1} {label:22s} {res['req_per_s']:8.1f} req/s  errors {res['errors']}  "
+                    f"machine CPU {cpu_ms:.3f} ms/request")
+        direct = statistics.median(rates["direct h2:30081"])
+        print()
+        for label, values in rates.items():
+            med = statistics.median(values)
+            print(f"{label:22s} median {med:8.1f} req/s  ratio {med / direct:.2f}  rounds {values}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
