@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 
 import pytest
 
+from raft.store import NO_LEADER
 from swarmpy import ca, joining
 from swarmtest import FAST, free_port_pair, LABEL_NODE, LABEL_SERVICE_NAME, running_tasks, stays_true, wait_for
 
@@ -245,8 +247,26 @@ def test_all_managers_stopped_and_started_keep_the_cluster(make_cluster):
     before = {t["id"] for t in running_tasks(a.tasks("durable"))}
     term = max(m.get("/info")["raft"]["term"] for m in managers)
 
+    # Two of three gone, the leader among them: the surviving follower shows the quorum
+    # lost and refuses writes at once (pysyncobj would have it name the dead leader).
+    survivor = next(m for m in managers if not m.get("/info")["is_leader"])
     for m in managers:
-        m.kill_daemon()
+        if m is not survivor:
+            m.kill_daemon()
+
+    def manager_column() -> dict[str, str]:
+        rows = [line.split() for line in survivor.ok("node", "ls").splitlines()[1:]]
+        return {m.hostname: next((w for w in row if w in ("Leader", "Reachable", "Unreachable")), "")
+                for m in managers for row in rows if m.hostname in row}
+
+    expected = {m.hostname: "Reachable" if m is survivor else "Unreachable" for m in managers}
+    wait_for(lambda: manager_column() == expected, timeout=10,
+             message=f"node ls on {survivor.hostname}: no leader, the other two unreachable")
+    started = time.monotonic()
+    result = survivor.cli("service", "create", "--name", "no-quorum", "--replicas", "0", a.image, "true")
+    assert result.rc != 0 and NO_LEADER in result.err, result
+    assert time.monotonic() - started < 15
+    survivor.kill_daemon()
     # Each start waits for a Raft leader, which needs two of the three: start them together.
     threads = [threading.Thread(target=m.restart_daemon) for m in managers]
     for t in threads:
@@ -259,7 +279,7 @@ def test_all_managers_stopped_and_started_keep_the_cluster(make_cluster):
     assert all(i["raft"]["term"] > term for i in infos), infos         # terms only move forward
     assert len({i["raft"]["leader"] for i in infos}) == 1
     for m in managers:
-        assert "durable" in m.service_names()
+        assert "durable" in m.service_names() and "no-quorum" not in m.service_names()
     stays_true(lambda: {t["id"] for t in running_tasks(a.tasks("durable"))} == before, 3.0,
                message="the same tasks run: reconciled, not restarted")
 
