@@ -10,13 +10,14 @@ import asyncio
 import hashlib
 import os
 import queue
+import socket
 import threading
 import time
 from typing import Callable
 
 import msgpack
 import structlog
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, SyncObjException, replicated
 from pysyncobj.monotonic import monotonic as raft_clock   # pysyncobj's deadlines use this clock
 
 from raft import wire
@@ -31,6 +32,7 @@ LEADER_WAIT_S = 2.0
 NO_LEADER = ("The swarm does not have a leader. It's possible that too few managers are online. "
              "Make sure more than half of the managers are online.")
 QUEUE_FULL_RETRIES = 50
+BIND_WAIT_S = 2.0          # a Raft port still held by a daemon that is exiting
 GROUP_COMMIT_BYTES = 48 * 1024   # one entry stays under pysyncobj's 64 KiB append batch
 # The store drives pysyncobj's ticks itself: fast while writes are in flight (a commit
 # completes on the tick after it is appended), slow when idle, where a 2 ms tick would
@@ -141,13 +143,46 @@ def raft_conf(data_dir: str, password: str, **overrides) -> SyncObjConf:
                 leaderFallbackTimeout=1.0,
                 journalFile=os.path.join(data_dir, "raft.journal"),
                 fullDumpFile=os.path.join(data_dir, "raft.dump"),
-                commandsQueueSize=100000)
+                commandsQueueSize=100000,
+                # Give up on a taken port instead of retrying forever (_check_raft_port).
+                bindRetryTime=0.1, maxBindRetries=10)
     conf.update(overrides)
     return SyncObjConf(**conf)
 
 
 def derive_raft_password(cluster_secret: str) -> str:
     return hashlib.sha256(b"swarmpy-raft:" + cluster_secret.encode()).hexdigest()
+
+
+class RaftPortError(OSError):
+    """The Raft port cannot be bound (another process holds it)."""
+
+
+def _check_raft_port(self_addr: str) -> None:
+    """pysyncobj (autoTick off) retries a failed bind in a busy loop with no end, so a Raft
+    port held by another process hung the store's constructor, spinning a core. The daemon
+    checks its ports up front on the advertise address, but pysyncobj binds every interface
+    (a socket on another address or an outgoing connection from that port also blocks it).
+    Bind as pysyncobj will, for up to BIND_WAIT_S in case a daemon that held the port is
+    still exiting, then fail naming the port."""
+    host, port = self_addr.rsplit(":", 1)
+    family, any_host = (socket.AF_INET6, "::") if ":" in host else (socket.AF_INET, "0.0.0.0")
+    deadline = time.monotonic() + BIND_WAIT_S
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((any_host, int(port)))
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise RaftPortError(raft_port_in_use(port)) from exc
+        time.sleep(0.1)
+
+
+def raft_port_in_use(port: str | int) -> str:
+    return (f"the Raft port {port} is in use by another process (a manager listens for Raft on its "
+            f"cluster port + 1); stop that process or choose another port with --listen-addr")
 
 
 class ClusterStore:
@@ -157,13 +192,17 @@ class ClusterStore:
                  **conf_overrides) -> None:
         if not password:
             raise ValueError("the Raft password must be set: pysyncobj peer traffic is pickle")
+        _check_raft_port(self_addr)
         os.makedirs(data_dir, exist_ok=True)
         self._watchers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = []
         self._replica = _Replica(self._publish)
         wire.install()
-        self._raft = _CoalescingSyncObj(self_addr, partners,
-                                        raft_conf(data_dir, password, **conf_overrides),
-                                        consumers=[self._replica])
+        try:
+            self._raft = _CoalescingSyncObj(self_addr, partners,
+                                            raft_conf(data_dir, password, **conf_overrides),
+                                            consumers=[self._replica])
+        except SyncObjException as exc:     # taken between the check and pysyncobj's bind
+            raise RaftPortError(raft_port_in_use(self_addr.rsplit(":", 1)[1])) from exc
         self._raft.addOnTickCallback(self._raft._flush_append_entries)
         self._raft.addOnTickCallback(self._raft._forget_unreachable_leader)
         self._on_tick_thread: queue.SimpleQueue = queue.SimpleQueue()

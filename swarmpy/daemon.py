@@ -14,7 +14,7 @@ import sys
 import docker.errors
 
 from raft.errors import StoreError
-from raft.store import ClusterStore, derive_raft_password
+from raft.store import ClusterStore, RaftPortError, derive_raft_password
 from swarmpy import ca, defaults, log, tls
 from swarmpy.config import NodeConfig, erase_state
 from swarmpy.manager.allocator import Allocator
@@ -310,7 +310,7 @@ def main(data_dir: str) -> None:
         asyncio.run(daemon.run())
         if daemon.restart:
             os.execv(sys.executable, [sys.executable, "-m", "swarmpy", "daemon", "--data-dir", data_dir])
-    except PortInUse as exc:
+    except (PortInUse, RaftPortError) as exc:     # RaftPortError: pysyncobj binds every interface
         log.get("daemon").error("cannot_start", error=str(exc))
         raise SystemExit(f"swarmpy daemon: {exc}") from None
     except docker.errors.DockerException as exc:

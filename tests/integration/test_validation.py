@@ -142,6 +142,23 @@ def test_init_on_a_taken_port_names_it_and_leaves_no_state(cluster, tmp_path, ta
     assert not (data_dir / "node.json").exists() and not (data_dir / "raft").exists()
 
 
+def test_init_with_the_raft_port_held_on_another_address_names_it(cluster, tmp_path):
+    """pysyncobj binds Raft on every interface: a port held only on 127.0.0.2 passed the
+    daemon's check on the advertise address and then hung the daemon's start."""
+    port = free_port_pair()
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.2", port + 1))
+        squatter.listen()
+        data_dir = tmp_path / "d"
+        result = cluster.cli("-H", f"unix:///tmp/swarmpy-unused-{uuid.uuid4().hex[:8]}.sock", "init",
+                             "--data-dir", data_dir, "--listen-addr", f"127.0.0.1:{port}", host=False,
+                             timeout=30)
+    assert result.rc == 1, str(result)
+    assert f"the Raft port {port + 1} is in use by another process" in result.err, str(result)
+    assert "--listen-addr" in result.err
+    assert not (data_dir / "node.json").exists() and not (data_dir / "raft").exists()
+
+
 def test_init_with_a_bad_listen_address_is_a_usage_error(cluster, tmp_path):
     result = cluster.cli("-H", f"unix:///tmp/swarmpy-unused-{uuid.uuid4().hex[:8]}.sock", "init",
                          "--data-dir", tmp_path / "d", "--listen-addr", "127.0.0.1:http", host=False)

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import time
 
 import pytest
 
 from raft.errors import ConflictError, ExistsError, NotFoundError, StoreError
-from raft.store import ClusterStore, derive_raft_password
+from raft.store import ClusterStore, RaftPortError, derive_raft_password
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -297,3 +299,18 @@ def test_the_pysyncobj_internals_the_store_and_wire_override_exist():
     missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, names in hooks.items()
                for name in names if not hasattr(owner, name)]
     assert not missing, f"pysyncobj no longer has {', '.join(missing)}: revisit raft/store.py and raft/wire.py"
+
+
+def test_a_taken_raft_port_fails_at_once_naming_it(tmp_path):
+    """pysyncobj alone retries the bind for ever, spinning: the daemon hung at start."""
+    with socket.socket() as holder:
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(RaftPortError) as err:
+            ClusterStore(f"127.0.0.1:{port}", [], str(tmp_path), PASSWORD)
+        assert time.monotonic() - started < 10
+        assert f"the Raft port {port} is in use" in str(err.value) and "--listen-addr" in str(err.value)
+    store = open_store(tmp_path, port)      # free again: the same data dir opens
+    store.close()
