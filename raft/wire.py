@@ -46,9 +46,12 @@ _TS = struct.Struct(">Q")
 _NONCE_BYTES = 12
 _HEADER = _TS.size + _NONCE_BYTES
 PICKLE_PROTOCOL = 4
-# What a manager speaks on the Raft port: 1 was pysyncobj's own (Fernet, pickle protocol 2),
-# 2 is this module's. Joins and promotions of a node with another version are refused.
-VERSION = 2
+# What a manager speaks on the Raft port, messages and the ops in its entries: 1 was
+# pysyncobj's own (Fernet, pickle protocol 2), 2 is this module's, 3 adds patch ops with
+# `copy` (raft/tables.py; a manager at 2 would apply them without the copy and its state
+# would drift from the others'). Joins and promotions of a node with another version are
+# refused.
+VERSION = 3
 UNVERSIONED = 1     # swarmpy before this module announced no version
 
 
