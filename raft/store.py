@@ -120,8 +120,9 @@ class _CoalescingSyncObj(SyncObj):
         for good: a write waited out COMMIT_TIMEOUT_S and `node ls` named a dead leader.
         Past the election deadline with no link up, it forgets the leader as an election
         would, and the writes waiting on that leader fail at once (LEADER_CHANGED)."""
-        if (self._SyncObj__raftLeader is not None and not self._isLeader()
-                and not self._SyncObj__connectedNodes and self._SyncObj__otherNodes
+        # Runs every tick: the usual case (some link up) is decided by the first test.
+        if (not self._SyncObj__connectedNodes and self._SyncObj__raftLeader is not None
+                and self._SyncObj__otherNodes and not self._isLeader()
                 and self._SyncObj__raftElectionDeadline < raft_clock()):
             self._SyncObj__raftLeader = None
             self._SyncObj__onLeaderChanged()

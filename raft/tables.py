@@ -56,18 +56,23 @@ def _patched(cur: dict, sets: dict[str, Any], owned: bool, copies: dict[str, str
     status patch no longer copies the task's whole spec). `copies` (path: source path) are
     read from `cur` and shared, not copied, for the same reason."""
     new = dict(cur)
-    if copies:
-        new = _patched(new, {path: _get_path(cur, source) for path, source in copies.items()}, owned=True)
+    for path, source in (copies or {}).items():
+        _set_path(new, path, _get_path(cur, source))
     for path, value in sets.items():
-        *parents, last = path.split(".")
-        node = new
-        for part in parents:
-            child = node.get(part)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[part] = child
-            node = child
-        node[last] = value if owned else copy.deepcopy(value)
+        _set_path(new, path, value if owned else copy.deepcopy(value))
     return new
+
+
+def _set_path(new: dict, path: str, value: Any) -> None:
+    """Set a dotted path in `new`, a fresh copy, copying the dicts on the way down."""
+    *parents, last = path.split(".")
+    node = new
+    for part in parents:
+        child = node.get(part)
+        child = dict(child) if isinstance(child, dict) else {}
+        node[part] = child
+        node = child
+    node[last] = value
 
 
 class Tables:
