@@ -81,6 +81,20 @@ def pytest_runtest_setup(item):
             pytest.skip(reason)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that ran clusters shows each node's log tail: a flake seen once in CI
+    can then be read from CI's output instead of needing to be reproduced."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for name in ("make_cluster", "module_cluster_factory"):
+        factory = item.funcargs.get(name)
+        for cluster in getattr(factory, "clusters", []):
+            report.sections.append((f"swarmpy log of {cluster.hostname}", cluster.log_tail(25)))
+
+
 # -- Docker and the test image ---------------------------------------------------------------
 @pytest.fixture(scope="session")
 def docker_client():
