@@ -145,6 +145,7 @@ class Agent:
             if reply["type"] != "registered":
                 if reply.get("leader"):
                     raise Redirect(split_addr(reply["leader"]))
+                self._learn_managers(reply.get("managers") or [])     # the next one tried is among them
                 raise ChannelClosed(f"registration refused: {reply.get('error')}")
             self._learn_managers(reply.get("managers") or [])
             self._channel = channel
@@ -179,6 +180,8 @@ class Agent:
             self._renew(self._channel)
         elif msg["type"] == "renewed":
             self._renewed(msg)
+        elif msg["type"] == "managers":
+            self._learn_managers(msg["managers"])
         elif msg["type"] == "networks":
             self.spawn(self._apply_networks(msg["networks"]))
         elif msg["type"] == "assignments":

@@ -43,6 +43,7 @@ class Session:
     role_offered: str = ""          # the role last asked of it
     fingerprint: dict = field(default_factory=dict)
     networks: list = field(default_factory=list)     # the network views last sent
+    managers: list = field(default_factory=list)     # the manager addresses last sent
     log_streams: dict[int, asyncio.Queue] = field(default_factory=dict)
 
 
@@ -61,6 +62,7 @@ class Dispatcher:
         self._dirty_nodes: set[str] = set()
         self._push_event = asyncio.Event()
         self._views: dict | None = None       # network views, by network id; None: to work out
+        self._managers: list[str] | None = None   # manager addresses; None: to work out
         self._started = time.monotonic()
         self._req_ids = itertools.count(1)
         self._server: asyncio.AbstractServer | None = None
@@ -117,8 +119,11 @@ class Dispatcher:
                                               "join the cluster first (swarmpy join)"}
         if not self.store.is_leader():
             leader = self.store.leader()
+            # Without a leader to point at (an election; this manager just removed from
+            # Raft), the managers it knows of let the agent try the others.
             return {"type": "error", "error": "this manager is not the leader",
-                    "leader": raft_to_cluster_addr(leader) if leader else None}
+                    "leader": raft_to_cluster_addr(leader) if leader else None,
+                    "managers": manager_addrs(self.store)}
         if self.store.get("nodes", identity[0]) is None:
             return {"type": "error", "removed": True,
                     "error": f"node {identity[0]} is not a member of this swarm (it was removed); "
@@ -138,9 +143,10 @@ class Dispatcher:
         self._last_seen[node_id] = time.monotonic()
         if old is not None:
             await old.channel.close()
+        session.managers = self._manager_addrs()
         await channel.send({"type": "registered", "node_id": node_id,
                             "heartbeat_period": self.heartbeat_period,
-                            "managers": manager_addrs(self.store)})
+                            "managers": session.managers})
         self.log.info("node_registered", node=node_id, hostname=hello.get("hostname"))
         await self._push(session)
         return session
@@ -220,6 +226,9 @@ class Dispatcher:
                     if e.kind == "nodes" and e.action != "delete":
                         self._dirty_nodes.add(e.obj["id"])      # its role may have changed
                         self._push_event.set()
+                    if e.kind == "nodes" and self._managers_changed():
+                        self._dirty_nodes.update(self.sessions)     # every node hears of it
+                        self._push_event.set()
                     if e.kind == "tasks" and e.obj.get("node_id"):
                         self._dirty_nodes.add(e.obj["node_id"])
                         self._push_event.set()
@@ -260,8 +269,27 @@ class Dispatcher:
             session.networks = mine
             await session.channel.send({"type": "networks", "networks": mine})
 
+    def _manager_addrs(self) -> list[str]:
+        if self._managers is None:
+            self._managers = manager_addrs(self.store)
+        return self._managers
+
+    def _managers_changed(self) -> bool:
+        before, self._managers = self._managers, manager_addrs(self.store)
+        return self._managers != before
+
+    async def _push_managers(self, session: Session) -> None:
+        """Agents learn of managers that came or went while their session lasts, not only
+        at registration: a worker that joined a one-manager cluster must find the managers
+        promoted since once its own goes away."""
+        managers = self._manager_addrs()
+        if managers != session.managers:
+            session.managers = managers
+            await session.channel.send({"type": "managers", "managers": managers})
+
     async def _push(self, session: Session) -> None:
         await self._push_networks(session)
+        await self._push_managers(session)
         await self._offer_role(session)
         tasks = [t for t in self.store.tables.node_tasks(session.node_id)
                  if t["status"]["state"] >= TaskState.ASSIGNED]

@@ -238,6 +238,24 @@ def test_promote_and_demote_change_raft_membership_without_touching_tasks(make_c
                message="the same two tasks kept running through both role changes")
 
 
+def test_a_worker_finds_managers_that_joined_after_it_once_its_own_dies(make_cluster):
+    a = make_cluster("--dispatcher-heartbeat", "1s", hostname="mf-a")
+    w = make_cluster.join(a, "worker", hostname="mf-w")      # when a was the only manager
+    b = make_cluster.join(a, "manager", hostname="mf-b")
+    c = make_cluster.join(a, "manager", hostname="mf-c")
+    everyone = {f"{m.addr}:{m.port}" for m in (a, b, c)}
+    wait_for(lambda: set(w.get("/info")["managers"]) == everyone, timeout=10,
+             message="the worker told of the managers that joined after it")
+
+    a.kill_daemon()
+    wait_for(lambda: leader_of([b, c]) is not None, timeout=15, message="a new leader")
+    b.create("on-worker", "--replicas", "1", "--constraint", "node.role==worker", *FAST)
+    wait_for(lambda: running_on(w.docker, w.node_id, "on-worker") == 1
+             and len(running_tasks(b.tasks("on-worker"))) == 1, timeout=30,
+             message="a task placed on the worker and running: its agent reached the new leader")
+    assert w.get("/info")["node_state"] == "ready"
+
+
 def test_all_managers_stopped_and_started_keep_the_cluster(make_cluster):
     a = make_cluster(hostname="rs-a")
     b = make_cluster.join(a, "manager", hostname="rs-b")
