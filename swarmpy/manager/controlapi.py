@@ -83,7 +83,11 @@ class ControlAPI:
         new = to_dict(spec)
         checks = networks.resolve_targets(self.store, new) + secrets.reference_checks(self.store, new)
         await self.store.commit(checks + [dict(respec_op(self.store, current, new), expect=version)])
-        return self.store.get("services", current["id"])
+        # As docker's API answers an update (its warnings only), plus the version a client
+        # sends with its next update: not the whole service, which a busy leader would
+        # encode and every client decode on each write (docs/benchmarks.md).
+        updated = self.store.get("services", current["id"])
+        return {"id": updated["id"], "version": updated["version"], "warnings": []}
 
     async def rollback_service(self, ref: str) -> dict:
         """`service rollback`: back to the previous spec, under the service's rollback_config."""

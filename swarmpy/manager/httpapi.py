@@ -212,9 +212,8 @@ class HttpApi:
         return _json(service, status=201)
 
     async def update_service(self, request):
-        service = await self.control.update_service(request.match_info["ref"], _version(request, "service"),
-                                                    await _json_body(request))
-        return _json(service)
+        return _json(await self.control.update_service(request.match_info["ref"], _version(request, "service"),
+                                                       await _json_body(request)))
 
     async def rollback_service(self, request):
         return _json(await self.control.rollback_service(request.match_info["ref"]))

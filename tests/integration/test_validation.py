@@ -73,7 +73,11 @@ def test_stale_version_update_is_409_and_changes_nothing(cluster):
     spec = dict(service["spec"], replicas=2)
     status, updated = cluster.api("POST", f"/services/versioned/update?version={read_version}", spec)
     assert status == 200, updated
-    assert updated["spec"]["replicas"] == 2 and updated["version"] > read_version
+    # As docker answers (its warnings), with the new version for the next update.
+    assert updated == {"id": service["id"], "version": updated["version"], "warnings": []}
+    assert updated["version"] > read_version
+    updated = cluster.service("versioned")
+    assert updated["spec"]["replicas"] == 2
 
     # A second writer that read the same version loses.
     stale = dict(service["spec"], replicas=4, env=["STALE=1"])
