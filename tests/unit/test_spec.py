@@ -1,6 +1,8 @@
 """swarmpy/spec.py: every bad field gives a SpecError that names that field."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from swarmpy import defaults
@@ -25,6 +27,24 @@ def bad(data, field: str, *fragments: str) -> SpecError:
     for fragment in fragments:
         assert fragment in message, message
     return err
+
+
+def _exact(spec: ServiceSpec) -> str:
+    """The spec as stored, with its types: 0 and 0.0 (or 1 and True) differ here."""
+    return json.dumps(to_dict(spec), sort_keys=True)
+
+
+@pytest.mark.parametrize("given", [
+    {"reservations": {}}, {"limits": {}}, {"restart_policy": {}}, {"update_config": {}}, {"rollback_config": {}},
+    {"entrypoint": []}, {"hostname": ""}, {"tty": False}, {"init": None}, {"hosts": []}, {"sysctls": {}},
+    {"ulimits": []}, {"cap_add": []}, {"healthcheck": None}, {"log_driver": None}, {"mounts": []},
+    {"ports": []}, {"secrets": []}, {"networks": []}, {"endpoint_mode": "vip"}])
+def test_a_field_left_out_is_what_its_empty_form_validates_to(given):
+    # parse_service_spec skips validating what is not given: its default must be exactly
+    # what validating the empty form gives, and the stored form must read back the same.
+    assert _exact(parse_service_spec(base())) == _exact(parse_service_spec(base(**given)))
+    stored = to_dict(parse_service_spec(base()))
+    assert _exact(parse_service_spec(stored)) == _exact(parse_service_spec(base()))
 
 
 def test_minimal_spec_gets_swarm_defaults():
