@@ -20,9 +20,12 @@ TCPConnector for etcd's JSON gateway).
 
 Two modes: sequential (1 request at a time) and --inflight requests at once, each sent
 to the leader and, with --targets ...,follower, to a follower (swarmpy forwards the write
-to the leader through pysyncobj; etcd forwards the proposal).  Each measurement runs for
---warmup + --seconds; requests that finish in the warm-up are not counted.  The CPU seconds
-of every daemon, every etcd member, the client and the whole machine are recorded.
+to the leader through pysyncobj; etcd forwards the proposal).  Each measurement is --rounds
+pairs of windows, one of swarmpy and one of etcd, alternating which goes first; each
+window runs for --warmup + --seconds, and requests that finish in the warm-up are not
+counted.  Rates and latencies are the medians over the rounds, the ratio is the median of
+the rounds' own ratios.  The CPU seconds of every daemon, every etcd member, the client and
+the whole machine are recorded per window, and summed into CPU ms per write.
 
 The goal is swarmpy >= 1.0 x etcd in writes/s; exit status 2 if any leader measurement
 misses it.
@@ -148,9 +151,59 @@ def fmt(v, spec=".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def measure_pair(cluster, etcd, target: str, inflight: int, services: list[dict], value: str,
+                 etcd_value: bytes, pids: dict[str, int], args) -> dict:
+    """--rounds paired measurements of swarmpy and etcd, alternating which goes first: this
+    VM's speed drifts by a third over minutes (other tenants), so one long window of each
+    compares different machines; the median of paired short rounds compares like with like."""
+    sp_leader, et_leader = cluster.leader(), etcd.leader()
+    if target == "leader":
+        sp_node, et_member = sp_leader, et_leader
+    else:
+        sp_node = next(n for n in cluster.nodes if n != sp_leader)
+        et_member = next(n for n in etcd.members if n != et_leader)
+    mode = "sequential" if inflight == 1 else f"{inflight} in flight"
+    rounds = []
+    for r in range(args.rounds):
+        pair = {}
+        for system in (("swarmpy", "etcd") if r % 2 == 0 else ("etcd", "swarmpy")):
+            cpu = CpuWindow(pids)
+            if system == "swarmpy":
+                res = asyncio.run(run_swarmpy(cluster.nodes[sp_node].sock, services[:inflight], value,
+                                              inflight, args))
+            else:
+                res = asyncio.run(run_etcd(etcd.members[et_member].url, etcd_value, inflight, args))
+            res["cpu_s"] = cpu.stop()
+            log(f"{target}, {mode}, round {r + 1}: {system} via {sp_node if system == 'swarmpy' else et_member} "
+                f"{res['per_s']:.0f}/s, p50 {fmt(res['p50_ms'])} ms, p99 {fmt(res['p99_ms'])} ms; "
+                f"errors {res['errors']}; cpu {res['cpu_s']}")
+            pair[system] = res
+        pair["ratio"] = pair["swarmpy"]["per_s"] / pair["etcd"]["per_s"] if pair["etcd"]["per_s"] else None
+        rounds.append(pair)
+    return {"target": target, "inflight": inflight, "mode": mode, "rounds": rounds,
+            "swarmpy_node": sp_node, "swarmpy_leader": sp_leader, "swarmpy": _summary(rounds, "swarmpy", args),
+            "etcd_member": et_member, "etcd_leader": et_leader, "etcd": _summary(rounds, "etcd", args),
+            "ratio": statistics.median(p["ratio"] for p in rounds if p["ratio"] is not None)}
+
+
+def _summary(rounds: list[dict], system: str, args) -> dict:
+    """Medians over the rounds, and CPU ms per write of each process over all of them (the
+    warm-up's CPU and writes both counted: CPU is read around the whole window)."""
+    runs = [p[system] for p in rounds]
+    writes = sum(r["per_s"] for r in runs) * (args.seconds + args.warmup)
+    cpu = {k: sum(r["cpu_s"][k] for r in runs) for k in runs[0]["cpu_s"]}
+    return {"per_s": statistics.median(r["per_s"] for r in runs),
+            "p50_ms": statistics.median(r["p50_ms"] for r in runs if r["p50_ms"] is not None),
+            "p99_ms": statistics.median(r["p99_ms"] for r in runs if r["p99_ms"] is not None),
+            "errors": sum(sum(r["errors"].values()) for r in runs),
+            "cpu_ms_per_write": {k: round(1000 * v / writes, 3) for k, v in cpu.items()
+                                 if k.startswith(system) or k in ("client", "machine_busy")} if writes else None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds per measurement")
+    ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per round")
+    ap.add_argument("--rounds", type=int, default=5, help="paired rounds per measurement (median reported)")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each")
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--value-size", type=int, default=256, help="bytes of the value in each write")
@@ -195,30 +248,8 @@ def main() -> int:
 
         for target in targets:
             for inflight in (1, args.inflight):
-                sp_leader, et_leader = cluster.leader(), etcd.leader()
-                if target == "leader":
-                    sp_node, et_member = sp_leader, et_leader
-                else:
-                    sp_node = next(n for n in cluster.nodes if n != sp_leader)
-                    et_member = next(n for n in etcd.members if n != et_leader)
-                mode = "sequential" if inflight == 1 else f"{inflight} in flight"
-                log(f"{target}, {mode}: swarmpy via {sp_node}")
-                cpu = CpuWindow(pids)
-                sp = asyncio.run(run_swarmpy(cluster.nodes[sp_node].sock, services[:inflight], value, inflight, args))
-                sp["cpu_s"] = cpu.stop()
-                log(f"  swarmpy {sp['per_s']:.0f}/s, p50 {fmt(sp['p50_ms'])} ms, p99 {fmt(sp['p99_ms'])} ms; "
-                    f"errors {sp['errors']}; cpu {sp['cpu_s']}")
-                log(f"{target}, {mode}: etcd via {et_member}")
-                cpu = CpuWindow(pids)
-                et = asyncio.run(run_etcd(etcd.members[et_member].url, etcd_value, inflight, args))
-                et["cpu_s"] = cpu.stop()
-                log(f"  etcd {et['per_s']:.0f}/s, p50 {fmt(et['p50_ms'])} ms, p99 {fmt(et['p99_ms'])} ms; "
-                    f"errors {et['errors']}; cpu {et['cpu_s']}")
-                results["measurements"].append({
-                    "target": target, "inflight": inflight, "mode": mode,
-                    "swarmpy_node": sp_node, "swarmpy_leader": sp_leader, "swarmpy": sp,
-                    "etcd_member": et_member, "etcd_leader": et_leader, "etcd": et,
-                    "ratio": sp["per_s"] / et["per_s"] if et["per_s"] else None})
+                results["measurements"].append(
+                    measure_pair(cluster, etcd, target, inflight, services, value, etcd_value, pids, args))
 
     rows = []
     for m in results["measurements"]:
@@ -227,11 +258,15 @@ def main() -> int:
                      f"{et['per_s']:.0f}", fmt(et["p50_ms"]), fmt(et["p99_ms"]), fmt(m["ratio"], ".2f")])
     print()
     print(f"replicated writes, 3 members each, {results['sizes']['etcd_value_bytes']}-byte values, "
-          f"{args.seconds:.0f} s per measurement")
+          f"medians of {args.rounds} paired rounds of {args.seconds:.0f} s; ratio: median of the rounds' ratios")
     print(table(["target, mode", "swarmpy/s", "p50 ms", "p99 ms", "etcd/s", "p50 ms", "p99 ms",
                  "swarmpy/etcd"], rows))
     print(f"\nthe issue's etcd figures (for reference): {ISSUE_ETCD['sequential_per_s']}/s sequential "
           f"(p50 {ISSUE_ETCD['sequential_p50_ms']} ms), {ISSUE_ETCD['inflight64_per_s']}/s with 64 in flight")
+    for m in results["measurements"]:
+        print(f"  {m['target']}, {m['mode']}: ratio per round "
+              f"{' '.join(fmt(p['ratio'], '.2f') for p in m['rounds'])}; CPU ms per write "
+              f"swarmpy {m['swarmpy']['cpu_ms_per_write']}, etcd {m['etcd']['cpu_ms_per_write']}")
     leader_ratios = [m["ratio"] for m in results["measurements"] if m["target"] == "leader"]
     met = bool(leader_ratios) and all(r is not None and r >= GOAL_RATIO for r in leader_ratios)
     results["goal_ratio"], results["goal_met"] = GOAL_RATIO, met
