@@ -190,12 +190,18 @@ def to_dict(obj) -> dict:
     """dataclasses.asdict for our JSON-like models, without its deep copy of every leaf
     (it was a sixth of the leader's time per service write): containers are rebuilt, so
     the result shares nothing mutable with `obj`, and scalars are shared as they are."""
-    return {name: _plain(getattr(obj, name)) for name in _field_names(type(obj))}
+    return _dict_maker(type(obj))(obj)
 
 
 @functools.cache
-def _field_names(cls) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+def _dict_maker(cls):
+    """One function per model, written out field by field as dataclasses writes __init__:
+    half the time of a loop over the fields (a ServiceSpec has 45), on every write."""
+    items = ", ".join(f"{f.name!r}: (v if type(v := obj.{f.name}) in scalars else plain(v))"
+                      for f in dataclasses.fields(cls))
+    namespace = {"scalars": _SCALARS, "plain": _plain}
+    exec(f"def to_dict(obj):\n    return {{{items}}}\n", namespace)
+    return namespace["to_dict"]
 
 
 def _plain(value):
@@ -203,9 +209,9 @@ def _plain(value):
     if kind in _SCALARS:
         return value
     if kind is list:
-        return [_plain(v) for v in value]
+        return [_plain(v) for v in value] if value else []
     if kind is dict:
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: _plain(v) for k, v in value.items()} if value else {}
     if kind is tuple:
         return tuple(_plain(v) for v in value)
     if hasattr(kind, "__dataclass_fields__"):

@@ -1,6 +1,7 @@
 """swarmpy/spec.py: every bad field gives a SpecError that names that field."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -381,3 +382,23 @@ def test_secret_and_config_targets_default_to_the_source():
 def test_a_log_driver_without_a_name_means_the_engines_default_with_options():
     spec = parse_service_spec({"name": "s", "image": "i", "log_driver": {"options": {"max-size": "1m"}}})
     assert spec.log_driver == LogDriver("", {"max-size": "1m"})
+
+
+def test_to_dict_is_asdict_without_sharing_containers():
+    spec = parse_service_spec(base(
+        env=["A=1"], labels={"k": "v"}, reservations={"generic": {"gpu": 1}},
+        healthcheck={"test": ["CMD", "true"]}, log_driver={"name": "json-file", "options": {"max-size": "1m"}},
+        ports=[{"target": 80, "published": 8080}], mounts=[{"type": "volume", "source": "vol", "target": "/d"}],
+        networks=[{"target": "net", "aliases": ["a"]}], ulimits=[{"name": "nofile", "soft": 1, "hard": 2}]))
+    stored = to_dict(spec)
+    assert stored == dataclasses.asdict(spec)
+    assert list(stored) == [f.name for f in dataclasses.fields(ServiceSpec)]      # field order kept
+    stored["env"].append("B=2")
+    stored["labels"]["k2"] = "v2"
+    stored["reservations"]["generic"]["gpu"] = 5
+    stored["healthcheck"]["test"].append("x")
+    stored["log_driver"]["options"].clear()
+    stored["networks"][0]["aliases"].append("b")
+    assert spec.env == ["A=1"] and spec.labels == {"k": "v"} and spec.reservations.generic == {"gpu": 1}
+    assert spec.healthcheck.test == ["CMD", "true"] and spec.log_driver.options == {"max-size": "1m"}
+    assert spec.networks[0].aliases == ["a"]
