@@ -219,15 +219,13 @@ class Dispatcher:
         queue = self.store.watch()
         try:
             while True:
-                for e in await queue.get():
+                events = await queue.get()
+                for e in events:
                     if e.kind == "nodes" and e.action == "delete" and e.obj["id"] in self.sessions:
                         # A removed node's certificate no longer opens a session.
                         await self.sessions[e.obj["id"]].channel.close()
                     if e.kind == "nodes" and e.action != "delete":
                         self._dirty_nodes.add(e.obj["id"])      # its role may have changed
-                        self._push_event.set()
-                    if e.kind == "nodes" and self._managers_changed():
-                        self._dirty_nodes.update(self.sessions)     # every node hears of it
                         self._push_event.set()
                     if e.kind == "tasks" and e.obj.get("node_id"):
                         self._dirty_nodes.add(e.obj["node_id"])
@@ -237,6 +235,10 @@ class Dispatcher:
                         self._views = None
                         self._dirty_nodes.update(self.sessions)
                         self._push_event.set()
+                # Once per transaction, not per event: one may hold every node (nodes marked down).
+                if any(e.kind == "nodes" for e in events) and self._managers_changed():
+                    self._dirty_nodes.update(self.sessions)     # every node hears of it
+                    self._push_event.set()
         finally:
             self.store.unwatch(queue)
 
