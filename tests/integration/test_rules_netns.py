@@ -24,6 +24,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,9 +154,17 @@ class Lab:
 
     # -- processes -----------------------------------------------------------------------------
     def holder(self, ns: str) -> int:
-        """The pid of a `sleep` inside `ns` (nsenter execs it), for rules' nsenter -t PID."""
+        """The pid of a `sleep` inside `ns` (nsenter execs it), for rules' nsenter -t PID.
+        Returned only once the process is in `ns`: until nsenter's setns, its pid names the
+        test's own netns, and rules written through it went there (a CI flake, which left
+        SWARMPY-VIP chains in the machine's own tables)."""
         proc = subprocess.Popen(self.enter(ns) + ["sleep", "120"], env=_env())
         self.procs.append(proc)
+        target = os.stat(f"/run/netns/{ns}").st_ino
+        deadline = time.monotonic() + 10
+        while os.stat(f"/proc/{proc.pid}/ns/net").st_ino != target:
+            assert proc.poll() is None and time.monotonic() < deadline, f"the holder never entered {ns}"
+            time.sleep(0.005)
         return proc.pid
 
     def server(self, ns: str, name: str, port: int) -> None:
