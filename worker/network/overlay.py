@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import os
 import subprocess
 
 from docker.errors import APIError, NotFound
@@ -92,7 +93,7 @@ class Overlays:
         self._ingress_applied = ""
         self._shape: dict[str, tuple] = {}          # network id -> what was last built for it
         self._macs: dict[str, dict] = {}            # network id -> the unicast entries last written
-        self.containers: dict[str, tuple[int, list[str]]] = {}   # task id -> (pid, its network ids)
+        self.containers: dict[str, tuple[int, list[str], int | None]] = {}   # task id -> (pid, network ids, netns inode)
         self._vip_text: dict[str, str] = {}         # task id -> the VIP rules last applied
         self._addrs: dict[str, list[str]] = {}      # task id -> its container's addresses
         self._retrying: asyncio.Task | None = None
@@ -309,7 +310,7 @@ class Overlays:
         to date as views change, until `container_gone`.  Until they are in, the resolver
         answers it a service's tasks instead of the VIP."""
         async with self._lock:          # not at the same time as a refresh of every container
-            self.containers[task_id] = (pid, network_ids)
+            self.containers[task_id] = (pid, network_ids, _netns_of(pid))
             self._addrs[task_id] = list(addrs)
             await self._apply_vips(task_id)
 
@@ -322,11 +323,16 @@ class Overlays:
         return any(src_ip in addrs for task_id, addrs in self._addrs.items() if task_id in self._vip_text)
 
     async def _apply_vips(self, task_id: str) -> None:
-        pid, network_ids = self.containers[task_id]
+        pid, network_ids, netns = self.containers[task_id]
         services = [s for n in network_ids for s in self.views.get(n, {}).get("services", [])]
         text = rules.vip_rules(services)
         last = self._vip_text.get(task_id)
         if last == text:
+            return
+        if netns is None or _netns_of(pid) != netns:
+            # The container's process is gone, and its pid may name another process by now,
+            # in another namespace (this host's own): rules written through it would land there.
+            self.log.info("vip_rules_not_applied", task=task_id[:12], error="the container's process is gone")
             return
         try:
             if last is None:        # the first time: the chains and their hooks
@@ -369,3 +375,11 @@ class Overlays:
         if self._retrying is not None:
             self._retrying.cancel()
         await self.resolver.close()
+
+
+def _netns_of(pid: int) -> int | None:
+    """The inode of process `pid`'s network namespace; None once the process is gone."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return None
