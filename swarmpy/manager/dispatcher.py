@@ -123,7 +123,7 @@ class Dispatcher:
             # Raft), the managers it knows of let the agent try the others.
             return {"type": "error", "error": "this manager is not the leader",
                     "leader": raft_to_cluster_addr(leader) if leader else None,
-                    "managers": manager_addrs(self.store)}
+                    "managers": self._manager_addrs()}
         if self.store.get("nodes", identity[0]) is None:
             return {"type": "error", "removed": True,
                     "error": f"node {identity[0]} is not a member of this swarm (it was removed); "
