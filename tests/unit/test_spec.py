@@ -48,6 +48,37 @@ def test_a_field_left_out_is_what_its_empty_form_validates_to(given):
     assert _exact(parse_service_spec(stored)) == _exact(parse_service_spec(base()))
 
 
+# One valid, non-default value per ServiceSpec field (name and image aside).
+GIVEN_ALONE = {
+    "command": ["sh"], "env": ["A=1"], "labels": {"k": "v"}, "container_labels": {"k": "v"},
+    "mode": "global", "replicas": 3, "constraints": ["node.role==manager"],
+    "preferences": ["spread=node.labels.zone"], "max_replicas_per_node": 2,
+    "reservations": {"nano_cpus": 1}, "limits": {"memory_bytes": 1}, "restart_policy": {"condition": "none"},
+    "stop_grace_period": 3, "pull": "never", "update_config": {"parallelism": 2},
+    "rollback_config": {"parallelism": 2}, "entrypoint": ["sh"], "hostname": "h", "user": "u",
+    "working_dir": "/w", "stop_signal": "SIGINT", "tty": True, "open_stdin": True, "read_only": True,
+    "init": True, "hosts": ["10.0.0.2 db"], "dns_nameservers": ["10.0.0.1"], "dns_search": ["example"],
+    "dns_options": ["ndots:2"], "sysctls": {"net.core.somaxconn": "1024"},
+    "ulimits": [{"name": "nofile", "soft": 1, "hard": 2}], "cap_add": ["NET_ADMIN"], "cap_drop": ["ALL"],
+    "healthcheck": {"test": ["CMD", "true"]}, "log_driver": {"name": "json-file"},
+    "mounts": [{"type": "volume", "source": "vol", "target": "/d"}], "ports": [{"target": 80}],
+    "secrets": [{"source": "s"}], "configs": [{"source": "c"}], "networks": [{"target": "n"}],
+    "endpoint_mode": "dnsrr",
+}
+
+
+def test_every_field_given_alone_is_taken():
+    # parse_service_spec skips the container fields when none is given (which ones, it
+    # reads off ServiceSpec's field order): a field placed or handled wrongly would be
+    # dropped silently when sent alone.
+    assert set(GIVEN_ALONE) | {"name", "image", "max_concurrent"} == set(ServiceSpec.__dataclass_fields__)
+    default = to_dict(parse_service_spec(base()))
+    for field, value in GIVEN_ALONE.items():
+        assert to_dict(parse_service_spec(base(**{field: value})))[field] != default[field], field
+    job = parse_service_spec(base(mode="replicated-job", max_concurrent=2))
+    assert job.max_concurrent == 2
+
+
 def test_minimal_spec_gets_swarm_defaults():
     spec = parse_service_spec(base())
     assert isinstance(spec, ServiceSpec)
