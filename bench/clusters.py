@@ -168,17 +168,23 @@ class SwarmpyCluster:
     """swarmpy nodes on 127.0.0.1, each with a pair of free ports (cluster P, Raft P+1),
     a data dir and a socket under one temporary dir."""
 
-    def __init__(self, prefix: str, cleanup: Cleanup, heartbeat: float | None = None) -> None:
+    def __init__(self, prefix: str, cleanup: Cleanup, heartbeat: float | None = None,
+                 repo: str = REPO) -> None:
+        """`repo`: the checkout whose swarmpy the daemons run (another one's, to compare two
+        versions of the code side by side in one run)."""
         self.root = tempfile.mkdtemp(prefix=f"bench-{prefix}-", dir="/tmp")
         self.prefix = prefix
         self.heartbeat = heartbeat
+        self.repo = os.path.abspath(repo)
         self.nodes: dict[str, Node] = {}
         self.env = dict(os.environ, SWARMPY_NO_PULL="1")
+        if self.repo != REPO:
+            self.env["PYTHONPATH"] = self.repo
         cleanup.add(f"swarmpy cluster {self.root}", self.close)
 
     def _cli(self, node: Node, args: list[str], timeout: float = 120.0) -> str:
         proc = subprocess.run([sys.executable, "-m", "swarmpy", "-H", node.host] + args,
-                              capture_output=True, text=True, env=self.env, timeout=timeout, cwd=REPO)
+                              capture_output=True, text=True, env=self.env, timeout=timeout, cwd=self.repo)
         if proc.returncode != 0:
             raise RuntimeError(f"swarmpy {' '.join(args[:2])} on {node.name} failed ({proc.returncode}): "
                                f"{proc.stderr.strip()[-2000:]}")
@@ -241,7 +247,7 @@ class SwarmpyCluster:
     def restart(self, name: str) -> None:
         node = self.nodes[name]
         subprocess.run([sys.executable, "-m", "swarmpy", "daemon", "-d", "--data-dir", node.data_dir],
-                       check=True, capture_output=True, text=True, env=self.env, timeout=120, cwd=REPO)
+                       check=True, capture_output=True, text=True, env=self.env, timeout=120, cwd=self.repo)
         node.read_pid()
 
     def wait_caught_up(self, name: str, timeout: float = 60.0) -> float:

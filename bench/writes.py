@@ -1,8 +1,9 @@
 """Replicated write throughput with 3 managers: writes/s through swarmpy's HTTP API against
 puts/s to a 3-member etcd, from the same Python client, with values of the same size.
 
-    python bench/writes.py [--seconds 10] [--warmup 1] [--inflight 64] [--value-size 256]
-                           [--targets leader,follower] [--json FILE]
+    python bench/writes.py [--seconds 4] [--warmup 1] [--rounds 5] [--inflight 64] [--value-size 256]
+                           [--targets leader,follower] [--modes sequential,inflight]
+                           [--compare CHECKOUT] [--json FILE]
 
 Both clusters run on 127.0.0.1 for the whole run.  The client is one Python process
 (asyncio + aiohttp, keep-alive connections: a UnixConnector for swarmpy's socket, a
@@ -27,6 +28,11 @@ counted.  Rates and latencies are the medians over the rounds, the ratio is the 
 the rounds' own ratios.  The CPU seconds of every daemon, every etcd member, the client and
 the whole machine are recorded per window, and summed into CPU ms per write.
 
+--compare CHECKOUT runs a second swarmpy cluster from another checkout (`git worktree add
+/tmp/base COMMIT`) and measures it in the same rounds, in rotating order: a change is judged
+against its base on the same machine in the same minutes, which separate runs on this VM
+cannot do.
+
 The goal is swarmpy >= 1.0 x etcd in writes/s; exit status 2 if any leader measurement
 misses it.
 """
@@ -37,6 +43,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -46,7 +53,7 @@ import msgpack
 import common  # noqa: F401  (puts the repository on sys.path)
 from clusters import (Cleanup, EtcdCluster, IMAGE, SwarmpyCluster, b64, default_json, log, percentile,
                       proc_cpu_s, system_busy_s)
-from common import machine, table, write_json
+from common import REPO, machine, table, write_json
 
 GOAL_RATIO = 1.0
 ISSUE_ETCD = {"sequential_per_s": 654, "sequential_p50_ms": 1.5, "inflight64_per_s": 3700}
@@ -147,43 +154,77 @@ async def run_etcd(url: str, value: bytes, inflight: int, args) -> dict:
         return await drive(session, put, inflight, args.warmup, args.seconds)
 
 
+def start_swarmpy(prefix: str, cleanup: Cleanup, repo: str = REPO) -> SwarmpyCluster:
+    log(f"starting 3 swarmpy managers from {repo}")
+    cluster = SwarmpyCluster(prefix, cleanup, repo=repo)
+    cluster.init("m1")
+    cluster.join("m2")
+    cluster.join("m3")
+    for name in ("m2", "m3"):
+        cluster.wait_caught_up(name)
+    return cluster
+
+
+def make_services(cluster: SwarmpyCluster, count: int, value: str) -> list[dict]:
+    client = cluster.nodes[cluster.leader()].client(timeout=30)
+    return [client.call("POST", "/services", body=body_for(f"wr-{i:03d}", value)) for i in range(count)]
+
+
+def git_commit(repo: str) -> str:
+    proc = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return proc.stdout.strip()
+
+
 def fmt(v, spec=".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def measure_pair(cluster, etcd, target: str, inflight: int, services: list[dict], value: str,
+def measure_pair(clusters: dict, etcd, target: str, inflight: int, services: dict, value: str,
                  etcd_value: bytes, pids: dict[str, int], args) -> dict:
-    """--rounds paired measurements of swarmpy and etcd, alternating which goes first: this
-    VM's speed drifts by a third over minutes (other tenants), so one long window of each
-    compares different machines; the median of paired short rounds compares like with like."""
-    sp_leader, et_leader = cluster.leader(), etcd.leader()
-    if target == "leader":
-        sp_node, et_member = sp_leader, et_leader
-    else:
-        sp_node = next(n for n in cluster.nodes if n != sp_leader)
-        et_member = next(n for n in etcd.members if n != et_leader)
+    """--rounds paired measurements of swarmpy and etcd (and of the --compare checkout's
+    swarmpy), rotating which goes first: this VM's speed drifts by a third over minutes
+    (other tenants), so one long window of each compares different machines; the median of
+    paired short rounds compares like with like."""
+    et_leader = etcd.leader()
+    et_member = et_leader if target == "leader" else next(n for n in etcd.members if n != et_leader)
+    sp_nodes, sp_leaders = {}, {}
+    for system, cluster in clusters.items():
+        sp_leaders[system] = cluster.leader()
+        sp_nodes[system] = sp_leaders[system] if target == "leader" else \
+            next(n for n in cluster.nodes if n != sp_leaders[system])
     mode = "sequential" if inflight == 1 else f"{inflight} in flight"
+    systems = list(clusters) + ["etcd"]
     rounds = []
     for r in range(args.rounds):
         pair = {}
-        for system in (("swarmpy", "etcd") if r % 2 == 0 else ("etcd", "swarmpy")):
+        order = systems[r % len(systems):] + systems[:r % len(systems)]
+        if len(systems) == 2 and r % 2:
+            order = systems[::-1]
+        for system in order:
             cpu = CpuWindow(pids)
-            if system == "swarmpy":
-                res = asyncio.run(run_swarmpy(cluster.nodes[sp_node].sock, services[:inflight], value,
-                                              inflight, args))
-            else:
+            if system == "etcd":
                 res = asyncio.run(run_etcd(etcd.members[et_member].url, etcd_value, inflight, args))
+            else:
+                sock = clusters[system].nodes[sp_nodes[system]].sock
+                res = asyncio.run(run_swarmpy(sock, services[system][:inflight], value, inflight, args))
             res["cpu_s"] = cpu.stop()
-            log(f"{target}, {mode}, round {r + 1}: {system} via {sp_node if system == 'swarmpy' else et_member} "
+            log(f"{target}, {mode}, round {r + 1}: {system} via {et_member if system == 'etcd' else sp_nodes[system]} "
                 f"{res['per_s']:.0f}/s, p50 {fmt(res['p50_ms'])} ms, p99 {fmt(res['p99_ms'])} ms; "
                 f"errors {res['errors']}; cpu {res['cpu_s']}")
             pair[system] = res
-        pair["ratio"] = pair["swarmpy"]["per_s"] / pair["etcd"]["per_s"] if pair["etcd"]["per_s"] else None
+        for system in clusters:
+            key = "ratio" if system == "swarmpy" else f"ratio_{system}"
+            pair[key] = pair[system]["per_s"] / pair["etcd"]["per_s"] if pair["etcd"]["per_s"] else None
         rounds.append(pair)
-    return {"target": target, "inflight": inflight, "mode": mode, "rounds": rounds,
-            "swarmpy_node": sp_node, "swarmpy_leader": sp_leader, "swarmpy": _summary(rounds, "swarmpy", args),
-            "etcd_member": et_member, "etcd_leader": et_leader, "etcd": _summary(rounds, "etcd", args),
-            "ratio": statistics.median(p["ratio"] for p in rounds if p["ratio"] is not None)}
+    out = {"target": target, "inflight": inflight, "mode": mode, "rounds": rounds,
+           "swarmpy_node": sp_nodes["swarmpy"], "swarmpy_leader": sp_leaders["swarmpy"],
+           "etcd_member": et_member, "etcd_leader": et_leader}
+    for system in systems:
+        out[system] = _summary(rounds, system, args)
+    for system in clusters:
+        key = "ratio" if system == "swarmpy" else f"ratio_{system}"
+        out[key] = statistics.median(p[key] for p in rounds if p[key] is not None)
+    return out
 
 
 def _summary(rounds: list[dict], system: str, args) -> dict:
@@ -208,6 +249,10 @@ def main() -> int:
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--value-size", type=int, default=256, help="bytes of the value in each write")
     ap.add_argument("--targets", default="leader,follower", help="leader, follower or both")
+    ap.add_argument("--modes", default="sequential,inflight", help="sequential and/or inflight")
+    ap.add_argument("--compare", metavar="CHECKOUT", default="",
+                    help="also measure, in the same rounds, a cluster running another checkout's swarmpy "
+                         "(a git worktree of another commit): A/B of two versions on the same machine")
     ap.add_argument("--json", default=default_json("writes"),
                     help="write the results to this file (default: %(default)s; '' for none)")
     args = ap.parse_args()
@@ -220,36 +265,32 @@ def main() -> int:
                      "issue_etcd_reference": ISSUE_ETCD}
     value = "v" * args.value_size
     with Cleanup() as cleanup:
-        log("starting 3 swarmpy managers")
-        cluster = SwarmpyCluster("wr", cleanup)
-        cluster.init("m1")
-        cluster.join("m2")
-        cluster.join("m3")
-        for name in ("m2", "m3"):
-            cluster.wait_caught_up(name)
+        clusters = {"swarmpy": start_swarmpy("wr", cleanup)}
+        if args.compare:
+            clusters["compare"] = start_swarmpy("wrc", cleanup, repo=args.compare)
+            results["compare"] = {"repo": os.path.abspath(args.compare), "git_commit": git_commit(args.compare)}
         log("starting 3 etcd members")
         etcd = EtcdCluster(cleanup)
         results["etcd_version"] = etcd.version
 
-        leader = cluster.leader()
-        client = cluster.nodes[leader].client(timeout=30)
-        services = [client.call("POST", "/services", body=body_for(f"wr-{i:03d}", value))
-                    for i in range(args.inflight)]
-        etcd_value = json.dumps(body_for(services[0]["spec"]["name"], value)).encode()
-        raft_entry = msgpack.packb([{"op": "patch", "kind": "services", "id": services[0]["id"], "expect": 1,
+        services = {system: make_services(cluster, args.inflight, value) for system, cluster in clusters.items()}
+        first = services["swarmpy"][0]
+        etcd_value = json.dumps(body_for(first["spec"]["name"], value)).encode()
+        raft_entry = msgpack.packb([{"op": "patch", "kind": "services", "id": first["id"], "expect": 1,
                                      "copy": {"previous_spec": "spec"},
-                                     "set": {"spec": services[0]["spec"], "updated_at": services[0]["updated_at"]}}])
+                                     "set": {"spec": first["spec"], "updated_at": first["updated_at"]}}])
         results["sizes"] = {"swarmpy_request_body_bytes": len(etcd_value), "etcd_value_bytes": len(etcd_value),
                             "swarmpy_raft_entry_bytes_approx": len(raft_entry)}
         log(f"value: {len(etcd_value)} bytes of JSON per write (swarmpy request body = etcd value); "
             f"swarmpy's Raft entry ~{len(raft_entry)} bytes")
-        pids = {f"swarmpy_{n}": cluster.nodes[n].pid for n in cluster.nodes}
+        pids = {f"{system}_{n}": cluster.nodes[n].pid for system, cluster in clusters.items() for n in cluster.nodes}
         pids.update({f"etcd_{n}": m.proc.pid for n, m in etcd.members.items()})
 
+        modes = [m for m in args.modes.split(",") if m]
         for target in targets:
-            for inflight in (1, args.inflight):
+            for inflight in [{"sequential": 1, "inflight": args.inflight}[m] for m in modes]:
                 results["measurements"].append(
-                    measure_pair(cluster, etcd, target, inflight, services, value, etcd_value, pids, args))
+                    measure_pair(clusters, etcd, target, inflight, services, value, etcd_value, pids, args))
 
     rows = []
     for m in results["measurements"]:
@@ -267,6 +308,11 @@ def main() -> int:
         print(f"  {m['target']}, {m['mode']}: ratio per round "
               f"{' '.join(fmt(p['ratio'], '.2f') for p in m['rounds'])}; CPU ms per write "
               f"swarmpy {m['swarmpy']['cpu_ms_per_write']}, etcd {m['etcd']['cpu_ms_per_write']}")
+        if "compare" in m:
+            print(f"    --compare {results['compare']['git_commit']}: {m['compare']['per_s']:.0f}/s, ratio to etcd "
+                  f"{fmt(m['ratio_compare'], '.2f')} (per round "
+                  f"{' '.join(fmt(p['ratio_compare'], '.2f') for p in m['rounds'])}); CPU ms per write "
+                  f"{m['compare']['cpu_ms_per_write']}")
     leader_ratios = [m["ratio"] for m in results["measurements"] if m["target"] == "leader"]
     met = bool(leader_ratios) and all(r is not None and r >= GOAL_RATIO for r in leader_ratios)
     results["goal_ratio"], results["goal_met"] = GOAL_RATIO, met
