@@ -128,6 +128,31 @@ def test_watch_receives_each_transaction_events(tmp_path, free_port):
     asyncio.run(main())
 
 
+def test_writes_committed_together_reach_watchers_in_one_delivery_in_commit_order(tmp_path, free_port):
+    """Writes submitted in one turn of the event loop share a Raft entry (group commit); a
+    watcher gets that entry's events at once, in commit order, and a rejected write among
+    them adds none."""
+    async def main():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")}])
+            queue = store.watch()
+            writes = [store.commit([{"op": "patch", "kind": "services", "id": "s1", "set": {"n": i}}])
+                      for i in range(3)]
+            writes.insert(1, store.commit([{"op": "delete", "kind": "tasks", "id": "nope"}]))
+            results = await asyncio.gather(*writes, return_exceptions=True)
+            assert isinstance(results[1], NotFoundError)
+            events = await next_events(queue)
+            assert [(e.action, e.obj["n"]) for e in events] == [("update", 0), ("update", 1), ("update", 2)]
+            assert [e.index for e in events] == [r["index"] for r in results if isinstance(r, dict)]
+            assert queue.empty()
+            assert store.get("services", "s1")["n"] == 2
+        finally:
+            store.close()
+    asyncio.run(main())
+
+
 def test_state_persists_across_restart(tmp_path, free_port):
     async def first():
         store = open_store(tmp_path, free_port)
