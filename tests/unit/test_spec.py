@@ -36,6 +36,9 @@ def _exact(spec: ServiceSpec) -> str:
 
 
 @pytest.mark.parametrize("given", [
+    {"command": []}, {"env": []}, {"labels": {}}, {"container_labels": {}}, {"replicas": defaults.REPLICAS},
+    {"max_concurrent": 0}, {"constraints": []}, {"preferences": []}, {"max_replicas_per_node": 0},
+    {"stop_grace_period": defaults.STOP_GRACE_PERIOD_S}, {"stop_grace_period": int(defaults.STOP_GRACE_PERIOD_S)},
     {"reservations": {}}, {"limits": {}}, {"restart_policy": {}}, {"update_config": {}}, {"rollback_config": {}},
     {"entrypoint": []}, {"hostname": ""}, {"tty": False}, {"init": None}, {"hosts": []}, {"sysctls": {}},
     {"ulimits": []}, {"cap_add": []}, {"healthcheck": None}, {"log_driver": None}, {"mounts": []},
@@ -165,6 +168,8 @@ def test_global_mode():
     (base(image=""), "image", ["required"]),
     (base(image=["nginx"]), "image", ["image reference"]),
     (base(command="sleep 1"), "command", ["list of strings"]),
+    (base(command=["sh", 5]), "command[1]", ["a string"]),
+    (base(constraints=["node.role==manager", None]), "constraints[1]", ["a string"]),
     (base(env=["A=1", "=x"]), "env[1]", ["KEY=VALUE"]),
     (base(env=["A=1", ""]), "env[1]", []),
     (base(labels={"a": 1}), "labels.a", ["a string"]),
