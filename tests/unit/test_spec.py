@@ -438,3 +438,15 @@ def test_to_dict_is_asdict_without_sharing_containers():
     assert spec.env == ["A=1"] and spec.labels == {"k": "v"} and spec.reservations.generic == {"gpu": 1}
     assert spec.healthcheck.test == ["CMD", "true"] and spec.log_driver.options == {"max-size": "1m"}
     assert spec.networks[0].aliases == ["a"]
+
+
+def test_to_dict_copies_a_value_of_another_type_than_its_annotation_whole():
+    # to_dict copies a list[str] field shallowly; a value that is not a list still comes
+    # out equal to asdict's and shares nothing with the model.
+    spec = ServiceSpec(name="web", image="nginx")
+    spec.env = ("A=1",)
+    spec.labels = None
+    spec.reservations = {"generic": [1]}
+    stored = to_dict(spec)
+    assert stored == dataclasses.asdict(spec)
+    assert stored["reservations"]["generic"] is not spec.reservations["generic"]
