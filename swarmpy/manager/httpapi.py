@@ -37,19 +37,30 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"message": message}, status=status)
 
 
-@web.middleware
-async def errors(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except SpecError as exc:
-        return _error(400, str(exc))
-    except StoreError as exc:
-        return _error(exc.status, str(exc))
-    except web.HTTPException:
-        raise
-    except Exception as exc:
-        log.get("httpapi").exception("request_failed", path=request.path)
-        return _error(500, f"internal error: {exc}")
+def guard(daemon: "Daemon"):
+    """The one middleware: who may call (a worker's certificate may not drive the cluster; a
+    node that is not a manager answers only WORKER_PATHS), then errors as JSON answers. One
+    layer, not three: each costs the leader a coroutine per request on every write."""
+    @web.middleware
+    async def check(request: web.Request, handler):
+        # On TCP the caller is its certificate.
+        who = ca.identity(request.transport.get_extra_info("peercert") if request.transport else None)
+        if who is not None and who[1] == "worker":
+            return _error(403, WORKER_CERTIFICATE)
+        if daemon.store is None and request.path not in WORKER_PATHS:
+            return _error(503, NOT_A_MANAGER)
+        try:
+            return await handler(request)
+        except SpecError as exc:
+            return _error(400, str(exc))
+        except StoreError as exc:
+            return _error(exc.status, str(exc))
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            log.get("httpapi").exception("request_failed", path=request.path)
+            return _error(500, f"internal error: {exc}")
+    return check
 
 
 async def _until_client_gone(request: web.Request, poll_s: float = 0.5) -> None:
@@ -106,29 +117,11 @@ WORKER_CERTIFICATE = ("a worker node's certificate cannot call the manager API; 
                       "client certificate of this cluster")
 
 
-@web.middleware
-async def no_worker_certificates(request: web.Request, handler):
-    """On TCP the caller is its certificate: a worker's may not drive the cluster."""
-    who = ca.identity(request.transport.get_extra_info("peercert") if request.transport else None)
-    if who is not None and who[1] == "worker":
-        return _error(403, WORKER_CERTIFICATE)
-    return await handler(request)
-
-
-def managers_only(daemon: "Daemon"):
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if daemon.store is None and request.path not in WORKER_PATHS:
-            return _error(503, NOT_A_MANAGER)
-        return await handler(request)
-    return check
-
-
 class HttpApi:
     def __init__(self, daemon: "Daemon") -> None:
         self.daemon = daemon
         self.control = daemon.control
-        self.app = web.Application(middlewares=[errors, no_worker_certificates, managers_only(daemon)])
+        self.app = web.Application(middlewares=[guard(daemon)])
         r = self.app.router
         r.add_get(f"{V}/info", self.info)
         r.add_get(f"{V}/join-tokens", self.join_tokens)
