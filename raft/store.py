@@ -220,8 +220,8 @@ class ClusterStore:
         self._raft.addOnTickCallback(self._raft._forget_unreachable_leader)
         self._on_tick_thread: queue.SimpleQueue = queue.SimpleQueue()
         self._pending: list[tuple[bytes, asyncio.Future]] = []     # writes for the next entry
-        self._waiting: set[asyncio.Future] = set()                # writes awaiting their outcome
-        self._leader_watch: asyncio.Task | None = None
+        self._waiting: dict[asyncio.Future, float] = {}          # writes awaiting their outcome: deadline
+        self._waiting_watch: asyncio.Task | None = None
         self._tick_errors: set[str] = set()
         self._closing = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="raft-tick", daemon=True)
@@ -318,7 +318,8 @@ class ClusterStore:
         On a follower the write is forwarded to the leader, and this returns once the
         follower has applied it too, so a read after a write sees it."""
         payload = msgpack.packb(ops)
-        await self._wait_leader()
+        if self._raft._getLeader() is None:
+            await self._wait_leader()
         for attempt in range(QUEUE_FULL_RETRIES):
             result, reason = await self._submit(payload)
             if reason != FAIL_REASON.QUEUE_FULL:
@@ -327,7 +328,8 @@ class ClusterStore:
         if reason == FAIL_REASON.SUCCESS:
             if not result["ok"]:
                 raise ERRORS_BY_CODE.get(result["code"], StoreError)(result["error"])
-            await self._wait_applied(result["index"])
+            if self.tables.index < result["index"]:     # a follower: the leader applied it first
+                await self._wait_applied(result["index"])
             return result
         if reason == FAIL_REASON.MISSING_LEADER:
             raise UnavailableError(NO_LEADER + " The write was not confirmed.")
@@ -437,25 +439,30 @@ class ClusterStore:
 
     async def _await_outcome(self, fut: asyncio.Future) -> tuple:
         """The callback's (result, reason); REQUEST_DENIED after COMMIT_TIMEOUT_S, and
-        MISSING_LEADER from `_watch_leader` once the cluster has lost its leader."""
+        MISSING_LEADER once the cluster has lost its leader (both from `_watch_waiting`)."""
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(COMMIT_TIMEOUT_S, _resolve, fut, (None, FAIL_REASON.REQUEST_DENIED))
-        self._waiting.add(fut)
-        if self._leader_watch is None or self._leader_watch.done():
-            self._leader_watch = loop.create_task(self._watch_leader())
+        self._waiting[fut] = loop.time() + COMMIT_TIMEOUT_S
+        if self._waiting_watch is None or self._waiting_watch.done():
+            self._waiting_watch = loop.create_task(self._watch_waiting())
         try:
             return await fut
         finally:
-            timer.cancel()
-            self._waiting.discard(fut)
+            del self._waiting[fut]
 
-    async def _watch_leader(self) -> None:
-        """While writes wait: once the cluster has had no leader for LEADER_WAIT_S (lost
-        quorum), answer them MISSING_LEADER rather than let them wait out the timeout.
-        One watcher for all waiting writes, not a timer loop per write."""
+    async def _watch_waiting(self) -> None:
+        """While writes wait: answer those past their deadline REQUEST_DENIED, and once the
+        cluster has had no leader for LEADER_WAIT_S (lost quorum), all of them
+        MISSING_LEADER rather than let them wait out the timeout. One watcher for all
+        waiting writes, not a timer per write: with many writes in flight, a timer set and
+        cancelled for each was a heap push and a cancelled entry per write on the leader."""
+        loop = asyncio.get_running_loop()
         leaderless_since = None
         while self._waiting:
             await asyncio.sleep(0.1)
+            now = loop.time()
+            for fut, deadline in list(self._waiting.items()):
+                if deadline <= now:
+                    _resolve(fut, (None, FAIL_REASON.REQUEST_DENIED))
             if self.leader() is not None:
                 leaderless_since = None
             elif leaderless_since is None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from raft.errors import ConflictError, ExistsError, NotFoundError, StoreError
+from raft.errors import ConflictError, ExistsError, NotFoundError, StoreError, UnavailableError
 from raft.store import ClusterStore, RaftPortError, derive_raft_password
 
 pytestmark = pytest.mark.timeout(30)
@@ -339,3 +339,28 @@ def test_a_taken_raft_port_fails_at_once_naming_it(tmp_path):
         assert f"the Raft port {port} is in use" in str(err.value) and "--listen-addr" in str(err.value)
     store = open_store(tmp_path, port)      # free again: the same data dir opens
     store.close()
+
+
+def test_a_write_with_no_outcome_fails_after_the_commit_timeout(tmp_path, free_port, monkeypatch):
+    """A write whose entry never comes back (here: dropped before Raft sees it) is answered
+    once its deadline passes, as an unknown outcome, and later writes still commit."""
+    import raft.store
+    monkeypatch.setattr(raft.store, "COMMIT_TIMEOUT_S", 0.3)
+
+    async def main():
+        store = open_store(tmp_path, free_port)
+        try:
+            await ready(store)
+            propose = store._propose
+            store._propose = lambda loop, batch: None
+            t0 = time.monotonic()
+            with pytest.raises(UnavailableError, match="outcome is unknown"):
+                await store.commit([{"op": "create", "kind": "services", "obj": service("s1", "web")}])
+            assert 0.3 <= time.monotonic() - t0 < 2.0
+            assert store._waiting == {}
+            store._propose = propose
+            await store.commit([{"op": "create", "kind": "services", "obj": service("s2", "db")}])
+            assert store.get("services", "s1") is None and store.get("services", "s2") is not None
+        finally:
+            store.close()
+    asyncio.run(main())
