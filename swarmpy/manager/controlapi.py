@@ -12,7 +12,7 @@ from swarmpy import ca
 from swarmpy.manager import networks, secrets
 from swarmpy.manager.orchestrator import jobs, updater
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
-from swarmpy.manager.refs import resolve
+from swarmpy.manager.refs import resolve, resolve_stored
 from swarmpy.models import TaskState, new_service, now, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
 
@@ -53,8 +53,7 @@ class ControlAPI:
 
     # -- services -------------------------------------------------------------------
     def service(self, ref: str) -> dict:
-        return resolve(self.store.list("services"), ref, "service",
-                       lambda name: self.store.by_name("services", name))
+        return resolve_stored(self.store, "services", ref, "service")
 
     async def create_service(self, data) -> dict:
         spec = parse_service_spec(data)
@@ -139,8 +138,7 @@ class ControlAPI:
 
     # -- networks ---------------------------------------------------------------------
     def network(self, ref: str) -> dict:
-        return resolve(self.store.list("networks"), ref, "network",
-                       lambda name: self.store.by_name("networks", name))
+        return resolve_stored(self.store, "networks", ref, "network")
 
     async def create_network(self, body) -> dict:
         network = networks.new_network(self.store, body)
@@ -165,7 +163,7 @@ class ControlAPI:
     # -- secrets and configs ------------------------------------------------------------
     def _object(self, kind: str, ref: str) -> dict:
         key = secrets.KINDS[kind]
-        return resolve(self.store.list(key), ref, kind, lambda name: self.store.by_name(key, name))
+        return resolve_stored(self.store, key, ref, kind)
 
     async def create_object(self, kind: str, body) -> dict:
         obj = secrets.new_object(kind, body, self.sealer)

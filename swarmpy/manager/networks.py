@@ -12,7 +12,7 @@ import re
 from raft.errors import ConflictError
 from raft.store import ClusterStore
 from swarmpy import defaults
-from swarmpy.manager.refs import resolve
+from swarmpy.manager.refs import resolve_stored
 from swarmpy.models import TaskState, new_id, now
 from swarmpy.spec import SpecError
 
@@ -201,8 +201,7 @@ def resolve_targets(store: ClusterStore, spec: dict) -> list[dict]:
     so that a network removed meanwhile fails the whole write."""
     checks, seen = [], set()
     for i, attachment in enumerate(spec.get("networks") or []):
-        network = resolve(store.list("networks"), attachment["target"], "network",
-                          lambda name: store.by_name("networks", name))
+        network = resolve_stored(store, "networks", attachment["target"], "network")
         if network["spec"].get("ingress"):
             raise SpecError(f"networks[{i}]", "the ingress network is attached by publishing a port; "
                                               "use --publish instead")

@@ -23,3 +23,12 @@ def resolve(objects: list[dict], ref: str, kind: str, by_name) -> dict:
     if len(matches) > 1:
         raise AmbiguousError(f"{kind} {ref} is ambiguous ({len(matches)} matches found)")
     raise NotFoundError(f"{kind} {ref} not found")
+
+
+def resolve_stored(store, key: str, ref: str, kind: str) -> dict:
+    """`resolve` for the objects of one kind in the cluster store: a full id and a name
+    are looked up in its indexes; only a prefix is searched for, over every object."""
+    found = store.get(key, ref)
+    if found is not None:
+        return found
+    return resolve(store.list(key), ref, kind, lambda name: store.by_name(key, name))

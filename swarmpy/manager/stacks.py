@@ -17,7 +17,7 @@ from raft.errors import ConflictError, ExistsError, NotFoundError
 from raft.store import ClusterStore
 from swarmpy.manager import networks, secrets
 from swarmpy.manager.controlapi import removal_ops, respec_op
-from swarmpy.manager.refs import resolve
+from swarmpy.manager.refs import resolve_stored
 from swarmpy.models import new_service, to_dict
 from swarmpy.spec import SpecError, parse_service_spec
 
@@ -96,7 +96,7 @@ def _network_ops(store: ClusterStore, namespace: str, items, result: dict) -> tu
             raise SpecError(f"networks[{i}]", "must be an object with a name")
         if item.get("external"):
             try:
-                resolve(store.list("networks"), name, "network", lambda n: store.by_name("networks", n))
+                resolve_stored(store, "networks", name, "network")
             except NotFoundError:
                 raise NotFoundError(f'network "{name}" is declared as external, but could not be found. You '
                                     "need to create a swarm-scoped network before the stack is deployed") from None
