@@ -54,10 +54,13 @@ def status_for_new_spec(old_spec: dict | None, new_spec: dict) -> dict | None:
     return started(UPDATING, "update in progress")
 
 
+_CONFIG_DEFAULTS = to_dict(UpdateConfig())      # scalars only: shared by every merge below
+
+
 def config_for(service: dict) -> dict:
     state = (service.get("update_status") or {}).get("state", "")
     key = "rollback_config" if state.startswith("rollback") else "update_config"
-    return {**to_dict(UpdateConfig()), **(service["spec"].get(key) or {})}
+    return {**_CONFIG_DEFAULTS, **(service["spec"].get(key) or {})}
 
 
 class Update:
