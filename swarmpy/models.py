@@ -200,7 +200,7 @@ def _dict_maker(cls):
     annotated as a list or map of scalars is copied shallowly (its items are taken to be
     what the annotation says: spec.py checks them), and a nested model goes straight to its
     own function; a value of another type than its annotation takes the general path."""
-    namespace = {"scalars": _SCALARS, "plain": _plain}
+    namespace = {"scalars": _SCALARS, "plain": plain}
     try:
         hints = typing.get_type_hints(cls)
     except (NameError, TypeError):
@@ -235,16 +235,17 @@ def _bind_model(model: type, namespace: dict) -> str:
     return model.__name__
 
 
-def _plain(value):
+def plain(value):
+    """One value's dict form, as to_dict writes a field: containers rebuilt, models as dicts."""
     kind = type(value)
     if kind in _SCALARS:
         return value
     if kind is list:
-        return [_plain(v) for v in value] if value else []
+        return [plain(v) for v in value] if value else []
     if kind is dict:
-        return {k: _plain(v) for k, v in value.items()} if value else {}
+        return {k: plain(v) for k, v in value.items()} if value else {}
     if kind is tuple:
-        return tuple(_plain(v) for v in value)
+        return tuple(plain(v) for v in value)
     if hasattr(kind, "__dataclass_fields__"):
         return to_dict(value)
     return copy.deepcopy(value)

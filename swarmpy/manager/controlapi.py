@@ -13,8 +13,8 @@ from swarmpy.manager import networks, secrets
 from swarmpy.manager.orchestrator import jobs, updater
 from swarmpy.manager.orchestrator.global_ import eligible_nodes
 from swarmpy.manager.refs import resolve, resolve_stored
-from swarmpy.models import TaskState, new_service, now, to_dict
-from swarmpy.spec import SpecError, parse_service_spec
+from swarmpy.models import TaskState, new_service, now
+from swarmpy.spec import SpecError, parse_service_spec, parse_service_spec_dict
 
 PUBLIC_CLUSTER_FIELDS = ("id", "created_at", "version")
 AVAILABILITIES = ("active", "pause", "drain")
@@ -73,13 +73,12 @@ class ControlAPI:
         if not isinstance(version, int) or isinstance(version, bool):
             raise ConflictError("the update must name the version it read (?version=N); "
                                 "read the service again and retry")
-        spec = parse_service_spec(data)
-        if spec.name != current["spec"]["name"]:
+        new = parse_service_spec_dict(data)
+        if new["name"] != current["spec"]["name"]:
             raise ConflictError("renaming a service is not supported")
-        if spec.mode != current["spec"]["mode"]:
-            raise ConflictError(f"service mode change is not allowed (service {spec.name} is "
+        if new["mode"] != current["spec"]["mode"]:
+            raise ConflictError(f"service mode change is not allowed (service {new['name']} is "
                                 f"{current['spec']['mode']})")
-        new = to_dict(spec)
         checks = networks.resolve_targets(self.store, new) + secrets.reference_checks(self.store, new)
         await self.store.commit(checks + [dict(respec_op(self.store, current, new), expect=version)])
         # As docker's API answers an update (its warnings only), plus the version a client

@@ -9,7 +9,7 @@ import pytest
 from swarmpy import defaults
 from swarmpy.models import (Healthcheck, LogDriver, Mount, PortConfig, Resources, RestartPolicy, ServiceSpec,
                             Ulimit, UpdateConfig, from_dict, to_dict)
-from swarmpy.spec import SpecError, parse_service_spec
+from swarmpy.spec import SpecError, parse_service_spec, parse_service_spec_dict
 
 
 def base(**overrides) -> dict:
@@ -450,3 +450,26 @@ def test_to_dict_copies_a_value_of_another_type_than_its_annotation_whole():
     stored = to_dict(spec)
     assert stored == dataclasses.asdict(spec)
     assert stored["reservations"]["generic"] is not spec.reservations["generic"]
+
+
+@pytest.mark.parametrize("field", sorted(GIVEN_ALONE))
+def test_the_dict_path_gives_the_stored_form_of_the_spec(field):
+    # The update path validates into the dict form directly; it must be exactly what the
+    # ServiceSpec path stores, types and field order included.
+    data = base(**{field: GIVEN_ALONE[field]})
+    via_spec = to_dict(parse_service_spec(data))
+    via_dict = parse_service_spec_dict(data)
+    assert json.dumps(via_dict) == json.dumps(via_spec)
+
+
+def test_the_dict_path_shares_no_container_between_specs_or_with_the_defaults():
+    first = parse_service_spec_dict(base())
+    first["env"].append("A=1")
+    first["reservations"]["generic"]["gpu"] = 1
+    first["update_config"]["parallelism"] = 9
+    second = parse_service_spec_dict(base())
+    assert second == to_dict(parse_service_spec(base()))
+    assert second["env"] == [] and second["reservations"]["generic"] == {}
+    assert parse_service_spec(base()) == ServiceSpec(name="web", image="nginx:alpine")
+    with pytest.raises(SpecError, match="env\\[0\\]"):
+        parse_service_spec_dict(base(env=["=x"]))
