@@ -10,14 +10,15 @@ Both clusters run on 127.0.0.1 for the whole run.  The client is one Python proc
 TCPConnector for etcd's JSON gateway).
 
 * swarmpy write: one service update, POST /v1/services/{id}/update?version=N, of a service
-  with 0 replicas, whose spec carries the value in an env variable.  Each in-flight client
+  with 0 replicas, whose spec carries the value in an env variable (a new value on every
+  write: the first 12 characters are a counter).  Each in-flight client
   owns one service and sends the version its previous update returned, so no write
   conflicts.  This is one Raft transaction (one "update" op with an expected version),
   committed by a majority and applied on the manager that answered before it answers;
   on the leader the orchestrator then looks at the service (0 replicas: nothing to do).
 * etcd write: POST /v3/kv/put of one key per in-flight client; the value is the same JSON
   document that the swarmpy update sends as its body (--value-size sets the length of the
-  env value in it), so both carry the same bytes.
+  env value in it, new on every write), so both carry the same bytes.
 
 Two modes: sequential (1 request at a time) and --inflight requests at once, each sent
 to the leader and, with --targets ...,follower, to a follower (swarmpy forwards the write
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -61,6 +63,16 @@ ISSUE_ETCD = {"sequential_per_s": 654, "sequential_p50_ms": 1.5, "inflight64_per
 
 def body_for(name: str, value: str) -> dict:
     return {"name": name, "image": IMAGE, "replicas": 0, "command": ["sleep", "3600"], "env": [f"V={value}"]}
+
+
+_WRITES = itertools.count()
+
+
+def fresh_value(size: int) -> str:
+    """A value of `size` characters that no earlier write of this run had: each write
+    changes what it stores, on both systems (an update that changed nothing would let
+    swarmpy write less than etcd)."""
+    return f"{next(_WRITES):012d}{'v' * max(0, size - 12)}"
 
 
 async def drive(session: aiohttp.ClientSession, make_request, inflight: int, warmup: float,
@@ -122,7 +134,7 @@ async def run_swarmpy(sock: str, services: list[dict], value: str, inflight: int
         async def update(i: int):
             svc = services[i]
             url = f"http://swarmpy/v1/services/{svc['id']}/update?version={versions[svc['id']]}"
-            async with session.post(url, json=body_for(svc["spec"]["name"], value)) as resp:
+            async with session.post(url, json=body_for(svc["spec"]["name"], fresh_value(len(value)))) as resp:
                 data = await resp.json(content_type=None)
                 if resp.status != 200:
                     if resp.status == 409:     # should not happen: re-read the version
@@ -138,13 +150,14 @@ async def run_swarmpy(sock: str, services: list[dict], value: str, inflight: int
     return result
 
 
-async def run_etcd(url: str, value: bytes, inflight: int, args) -> dict:
+async def run_etcd(url: str, name: str, value: str, inflight: int, args) -> dict:
     connector = aiohttp.TCPConnector(limit=0)
-    encoded_value = b64(value)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
         keys = [b64(f"/bench/writes/{i:04d}") for i in range(inflight)]
 
         async def put(i: int):
+            # The same JSON document the swarmpy update sends as its body, new each write.
+            encoded_value = b64(json.dumps(body_for(name, fresh_value(len(value)))))
             async with session.post(url + "/v3/kv/put", json={"key": keys[i], "value": encoded_value}) as resp:
                 data = await resp.json(content_type=None)
                 if resp.status != 200 or "error" in data:
@@ -180,7 +193,7 @@ def fmt(v, spec=".1f") -> str:
 
 
 def measure_pair(clusters: dict, etcd, target: str, inflight: int, services: dict, value: str,
-                 etcd_value: bytes, pids: dict[str, int], args) -> dict:
+                 pids: dict[str, int], args) -> dict:
     """--rounds paired measurements of swarmpy and etcd (and of the --compare checkout's
     swarmpy), rotating which goes first: this VM's speed drifts by a third over minutes
     (other tenants), so one long window of each compares different machines; the median of
@@ -203,7 +216,8 @@ def measure_pair(clusters: dict, etcd, target: str, inflight: int, services: dic
         for system in order:
             cpu = CpuWindow(pids)
             if system == "etcd":
-                res = asyncio.run(run_etcd(etcd.members[et_member].url, etcd_value, inflight, args))
+                res = asyncio.run(run_etcd(etcd.members[et_member].url, services["swarmpy"][0]["spec"]["name"],
+                                           value, inflight, args))
             else:
                 sock = clusters[system].nodes[sp_nodes[system]].sock
                 res = asyncio.run(run_swarmpy(sock, services[system][:inflight], value, inflight, args))
@@ -276,9 +290,10 @@ def main() -> int:
         services = {system: make_services(cluster, args.inflight, value) for system, cluster in clusters.items()}
         first = services["swarmpy"][0]
         etcd_value = json.dumps(body_for(first["spec"]["name"], value)).encode()
+        # What one update's transaction is in the Raft entry: the changed field only (the env value).
         raft_entry = msgpack.packb([{"op": "patch", "kind": "services", "id": first["id"], "expect": 1,
                                      "copy": {"previous_spec": "spec"},
-                                     "set": {"spec": first["spec"], "updated_at": first["updated_at"]}}])
+                                     "set": {"spec.env": first["spec"]["env"], "updated_at": first["updated_at"]}}])
         results["sizes"] = {"swarmpy_request_body_bytes": len(etcd_value), "etcd_value_bytes": len(etcd_value),
                             "swarmpy_raft_entry_bytes_approx": len(raft_entry)}
         log(f"value: {len(etcd_value)} bytes of JSON per write (swarmpy request body = etcd value); "
@@ -290,7 +305,7 @@ def main() -> int:
         for target in targets:
             for inflight in [{"sequential": 1, "inflight": args.inflight}[m] for m in modes]:
                 results["measurements"].append(
-                    measure_pair(clusters, etcd, target, inflight, services, value, etcd_value, pids, args))
+                    measure_pair(clusters, etcd, target, inflight, services, value, pids, args))
 
     rows = []
     for m in results["measurements"]:
