@@ -20,13 +20,15 @@ PUBLIC_CLUSTER_FIELDS = ("id", "created_at", "version")
 AVAILABILITIES = ("active", "pause", "drain")
 
 
-def respec_op(store: ClusterStore, service: dict, spec: dict) -> dict:
+def respec_op(store: ClusterStore, service: dict, spec: dict, whole_spec: bool = False) -> dict:
     """The op that gives the service a new spec: the old one kept for rollback, and a
     rolling update started (in the same write) when the change reaches running tasks; with
     none, as in SwarmKit, there is nothing to update and no update_status to write. The
-    old spec becomes previous_spec in the store (`copy`), so the Raft entry carries one
-    spec, not two: half the bytes every manager decodes per update."""
-    values = {"spec": spec, "updated_at": now()}
+    old spec becomes previous_spec in the store (`copy`), and the entry sets only the spec's
+    fields that changed (`spec_sets`): what every manager decodes per update is the change,
+    not one or two whole specs. The op expects the version it was computed from; one sent
+    with another version (`whole_spec`) must carry the whole spec."""
+    values = {**({"spec": spec} if whole_spec else spec_sets(service["spec"], spec)), "updated_at": now()}
     # Jobs are not rolled: a changed job runs again from the start (orchestrator/jobs.py).
     live = not spec["mode"].endswith("-job") and any(
         t["desired_state"] <= TaskState.RUNNING for t in store.tables.service_tasks(service["id"]))
@@ -35,6 +37,17 @@ def respec_op(store: ClusterStore, service: dict, spec: dict) -> dict:
         values["update_status"] = status
     return {"op": "patch", "kind": "services", "id": service["id"], "expect": service["version"],
             "copy": {"previous_spec": "spec"}, "set": values}
+
+
+def spec_sets(stored: dict, spec: dict) -> dict:
+    """The patch sets that turn the stored spec into `spec`: "spec.FIELD" for each field
+    whose value or type differs, so a version-checked patch (it applies only to the spec it
+    was computed from) stores exactly `spec`; the whole spec when a stored field is gone
+    from `spec` (written by an older swarmpy), which a field-by-field patch would keep."""
+    if stored.keys() - spec.keys():
+        return {"spec": spec}
+    return {f"spec.{field}": value for field, value in spec.items()
+            if field not in stored or stored[field] != value or type(stored[field]) is not type(value)}
 
 
 def removal_ops(store: ClusterStore, service: dict) -> list[dict]:
@@ -80,7 +93,11 @@ class ControlAPI:
             raise ConflictError(f"service mode change is not allowed (service {new['name']} is "
                                 f"{current['spec']['mode']})")
         checks = networks.resolve_targets(self.store, new) + secrets.reference_checks(self.store, new)
-        await self.store.commit(checks + [dict(respec_op(self.store, current, new), expect=version)])
+        # The version the client read may be newer than this manager's copy (a follower
+        # behind the leader): a patch of the changed fields is computed from this copy, so
+        # it is sent only when the two are the same version; else the whole spec goes.
+        op = respec_op(self.store, current, new, whole_spec=version != current["version"])
+        await self.store.commit(checks + [dict(op, expect=version)])
         # As docker's API answers an update (its warnings only), plus the version a client
         # sends with its next update: not the whole service, which a busy leader would
         # encode and every client decode on each write (docs/benchmarks.md).
