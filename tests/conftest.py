@@ -89,10 +89,13 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when != "call" or not report.failed:
         return
-    for name in ("make_cluster", "module_cluster_factory"):
-        factory = item.funcargs.get(name)
-        for cluster in getattr(factory, "clusters", []):
-            report.sections.append((f"swarmpy log of {cluster.hostname}", cluster.log_tail(25)))
+    for value in item.funcargs.values():
+        # make_cluster and module_cluster_factory keep `clusters`; a HostCluster, `nodes`
+        # (a list; docker's client has a `nodes` too, which is not).
+        clusters = getattr(value, "clusters", None) or getattr(value, "nodes", None)
+        for cluster in clusters if isinstance(clusters, list) else []:
+            if hasattr(cluster, "log_tail"):
+                report.sections.append((f"swarmpy log of {cluster.hostname}", cluster.log_tail(25)))
 
 
 # -- Docker and the test image ---------------------------------------------------------------
