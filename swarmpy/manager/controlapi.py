@@ -109,10 +109,12 @@ class ControlAPI:
         current = self.service(ref)
         if not current.get("previous_spec"):
             raise ConflictError(f"service {current['spec']['name']} does not have a previous spec")
-        rolled = dict(current, spec=current["previous_spec"], previous_spec=current["spec"], updated_at=now(),
-                      update_status=updater.started(updater.ROLLBACK_STARTED, "manually requested rollback"))
-        await self.store.commit([{"op": "update", "kind": "services", "obj": rolled,
-                                  "expect": current["version"]}])
+        # The two specs swap on each replica (`copy` reads the object as stored): the entry
+        # carries neither.
+        await self.store.commit([{"op": "patch", "kind": "services", "id": current["id"],
+                                  "expect": current["version"], "copy": updater.SWAP_SPECS,
+                                  "set": {"updated_at": now(), "update_status": updater.started(
+                                      updater.ROLLBACK_STARTED, "manually requested rollback")}}])
         return self.store.get("services", current["id"])
 
     async def remove_service(self, ref: str) -> str:

@@ -88,3 +88,24 @@ def test_an_update_read_at_a_newer_version_than_this_managers_copy_stores_the_sp
         finally:
             store.close()
     asyncio.run(main())
+
+
+def test_a_rollback_swaps_the_stored_specs_and_a_second_one_swaps_them_back(tmp_path, free_port):
+    async def main():
+        store = ClusterStore(f"127.0.0.1:{free_port}", [], str(tmp_path), derive_raft_password("unit"))
+        try:
+            await store.wait_ready(timeout=10)
+            control = ControlAPI(store)
+            body = {"name": "web", "image": "busybox", "replicas": 0}
+            created = await control.create_service(body)
+            await control.update_service(created["id"], created["version"], dict(body, env=["A=1"]))
+            updated = store.get("services", created["id"])
+            rolled = await control.rollback_service("web")
+            assert rolled["spec"] == updated["previous_spec"] and rolled["previous_spec"] == updated["spec"]
+            assert rolled["spec"]["env"] == [] and rolled["version"] > updated["version"]
+            assert rolled["update_status"]["state"] == "rollback_started"
+            again = await control.rollback_service("web")
+            assert again["spec"] == updated["spec"] and again["previous_spec"] == updated["previous_spec"]
+        finally:
+            store.close()
+    asyncio.run(main())

@@ -54,6 +54,9 @@ def status_for_new_spec(old_spec: dict | None, new_spec: dict) -> dict | None:
     return started(UPDATING, "update in progress")
 
 
+# A rollback as a patch's `copy`: spec and previous_spec swap as each replica has them stored,
+# so the Raft entry carries neither.
+SWAP_SPECS = {"spec": "previous_spec", "previous_spec": "spec"}
 _CONFIG_DEFAULTS = to_dict(UpdateConfig())      # scalars only: shared by every merge below
 
 
@@ -139,9 +142,10 @@ class Update:
             return False
         culprit = max(failures, key=lambda t: t["status"]["timestamp"])["id"]
         if action == "rollback" and state == UPDATING and self.service.get("previous_spec"):
-            self._set_service({"spec": self.service["previous_spec"], "previous_spec": self.service["spec"],
-                               "update_status": started(ROLLBACK_STARTED, "update rolled back due to failure "
-                                                                          f"or early termination of task {culprit}")})
+            # spec and previous_spec swap as stored when the op applies (`copy`), not as read here.
+            self._set_service({"update_status": started(ROLLBACK_STARTED, "update rolled back due to failure "
+                                                                          f"or early termination of task {culprit}")},
+                              copy=SWAP_SPECS)
             return True
         paused = ROLLBACK_PAUSED if state == ROLLBACK_STARTED else PAUSED
         what = "rollback" if state == ROLLBACK_STARTED else "update"
@@ -160,5 +164,8 @@ class Update:
         status = dict(self.status, state=state, message=message, completed_at=now() if completed else None)
         self._set_service({"update_status": status})
 
-    def _set_service(self, values: dict) -> None:
-        self.plan.ops.append({"op": "patch", "kind": "services", "id": self.service["id"], "set": values})
+    def _set_service(self, values: dict, copy: dict | None = None) -> None:
+        op = {"op": "patch", "kind": "services", "id": self.service["id"], "set": values}
+        if copy:
+            op["copy"] = copy
+        self.plan.ops.append(op)
