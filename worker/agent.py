@@ -31,6 +31,26 @@ class Redirect(Exception):
 RESYNC_S = 5.0
 
 
+class Backoff:
+    """The pause before the next session attempt: short before trying the next manager in
+    the list, and doubling (up to RECONNECT_S[1]) each time a whole round of them failed.
+    It starts short again once a session registered: an agent whose manager dies after
+    hours must not wait out the backoff its first connection built up, or a new leader's
+    grace (NODE_DOWN_AFTER_PERIODS heartbeats) runs out first."""
+
+    def __init__(self) -> None:
+        self._round = RECONNECT_S[0]
+
+    def reset(self) -> None:
+        self._round = RECONNECT_S[0]
+
+    def next(self, round_done: bool) -> float:
+        if not round_done:
+            return RECONNECT_S[0]
+        pause, self._round = self._round, min(self._round * 2, RECONNECT_S[1])
+        return pause
+
+
 class Agent:
     def __init__(self, node_id: str, managers: list[tuple[str, int]], role: str,
                  hostname: str, resources: NodeResources, labels: dict | None = None,
@@ -72,12 +92,11 @@ class Agent:
         self.engine.follow_exits(self.node_id, self._on_exit_threadsafe)
         self.spawn(self._send_statuses())
         self.spawn(self._resync())
-        delay, target = RECONNECT_S[0], 0
+        backoff, target = Backoff(), 0
         while True:
             addr = self.managers[target % len(self.managers)]
             try:
                 await self._session(addr)
-                delay = RECONNECT_S[0]
             except Redirect as redirect:
                 target = self._index_of(redirect.addr)
                 await asyncio.sleep(0.05)       # elections may briefly point followers at each other
@@ -85,11 +104,12 @@ class Agent:
             except (OSError, ChannelClosed, asyncio.TimeoutError) as exc:
                 self.log.info("session_lost", manager=f"{addr[0]}:{addr[1]}", error=str(exc))
                 target += 1       # the next manager in the list
+            if self.connected.is_set():
+                backoff.reset()   # a session that registered: its loss starts a fresh search
             self.connected.clear()
             self._channel = None
             self._renewing = False
-            await asyncio.sleep(delay if target % len(self.managers) == 0 else RECONNECT_S[0])
-            delay = min(delay * 2, RECONNECT_S[1])
+            await asyncio.sleep(backoff.next(round_done=target % len(self.managers) == 0))
 
     def _task_addrs(self) -> dict[str, list[str]]:
         addrs: dict[str, list[str]] = {}
