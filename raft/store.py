@@ -318,7 +318,7 @@ class ClusterStore:
         On a follower the write is forwarded to the leader, and this returns once the
         follower has applied it too, so a read after a write sees it."""
         payload = msgpack.packb(ops)
-        if self._raft._getLeader() is None:
+        if self.leader() is None:     # not a coroutine per write when there is one
             await self._wait_leader()
         for attempt in range(QUEUE_FULL_RETRIES):
             result, reason = await self._submit(payload)

@@ -455,11 +455,8 @@ def parse_service_spec_dict(data) -> dict:
     """`to_dict(parse_service_spec(data))`, without building the ServiceSpec."""
     stored = _default_spec()
     for name, value in vars(_parse(data)).items():
-        stored[name] = value if type(value) in _SCALARS else plain(value)
+        stored[name] = plain(value)
     return stored
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _parse(data) -> _SpecDraft:
