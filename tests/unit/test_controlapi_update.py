@@ -66,46 +66,47 @@ def test_a_stored_field_the_new_spec_lacks_makes_the_update_write_the_whole_spec
     assert "retired_field" not in after["spec"] and exact(after["spec"]) == exact(new)
 
 
+BODY = {"name": "web", "image": "busybox", "replicas": 0}
+
+
+def with_one_manager(tmp_path, port: int, scenario) -> None:
+    """Run `scenario(store, control)` on a one-member Raft store and its control API."""
+    async def main():
+        store = ClusterStore(f"127.0.0.1:{port}", [], str(tmp_path), derive_raft_password("unit"))
+        try:
+            await store.wait_ready(timeout=10)
+            await scenario(store, ControlAPI(store))
+        finally:
+            store.close()
+    asyncio.run(main())
+
+
 def test_an_update_read_at_a_newer_version_than_this_managers_copy_stores_the_spec_sent(tmp_path, free_port):
     """A client that read the service from the leader may send its update to a follower still
     one write behind: a patch of the fields that differ from the follower's copy would miss
     a field changed meanwhile. That update carries the whole spec instead."""
-    async def main():
-        store = ClusterStore(f"127.0.0.1:{free_port}", [], str(tmp_path), derive_raft_password("unit"))
-        try:
-            await store.wait_ready(timeout=10)
-            control = ControlAPI(store)
-            body = {"name": "web", "image": "busybox", "replicas": 0}
-            created = await control.create_service(body)
-            behind = store.get("services", created["id"])                 # this manager's copy, v1
-            v2 = (await control.update_service(created["id"], behind["version"], dict(body, env=["A=1"])))["version"]
-            # The client read v2 (env A=1) and sends it back with env removed, replicas 2,
-            # to a manager whose copy is still v1 (env empty, as in the new spec).
-            control.service = lambda ref: behind
-            await control.update_service(created["id"], v2, dict(body, replicas=2))
-            assert store.get("services", created["id"])["spec"]["env"] == []
-            assert store.get("services", created["id"])["spec"]["replicas"] == 2
-        finally:
-            store.close()
-    asyncio.run(main())
+    async def scenario(store, control):
+        created = await control.create_service(BODY)
+        behind = store.get("services", created["id"])                 # this manager's copy, v1
+        v2 = (await control.update_service(created["id"], behind["version"], dict(BODY, env=["A=1"])))["version"]
+        # The client read v2 (env A=1) and sends it back with env removed, replicas 2,
+        # to a manager whose copy is still v1 (env empty, as in the new spec).
+        control.service = lambda ref: behind
+        await control.update_service(created["id"], v2, dict(BODY, replicas=2))
+        assert store.get("services", created["id"])["spec"]["env"] == []
+        assert store.get("services", created["id"])["spec"]["replicas"] == 2
+    with_one_manager(tmp_path, free_port, scenario)
 
 
 def test_a_rollback_swaps_the_stored_specs_and_a_second_one_swaps_them_back(tmp_path, free_port):
-    async def main():
-        store = ClusterStore(f"127.0.0.1:{free_port}", [], str(tmp_path), derive_raft_password("unit"))
-        try:
-            await store.wait_ready(timeout=10)
-            control = ControlAPI(store)
-            body = {"name": "web", "image": "busybox", "replicas": 0}
-            created = await control.create_service(body)
-            await control.update_service(created["id"], created["version"], dict(body, env=["A=1"]))
-            updated = store.get("services", created["id"])
-            rolled = await control.rollback_service("web")
-            assert rolled["spec"] == updated["previous_spec"] and rolled["previous_spec"] == updated["spec"]
-            assert rolled["spec"]["env"] == [] and rolled["version"] > updated["version"]
-            assert rolled["update_status"]["state"] == "rollback_started"
-            again = await control.rollback_service("web")
-            assert again["spec"] == updated["spec"] and again["previous_spec"] == updated["previous_spec"]
-        finally:
-            store.close()
-    asyncio.run(main())
+    async def scenario(store, control):
+        created = await control.create_service(BODY)
+        await control.update_service(created["id"], created["version"], dict(BODY, env=["A=1"]))
+        updated = store.get("services", created["id"])
+        rolled = await control.rollback_service("web")
+        assert rolled["spec"] == updated["previous_spec"] and rolled["previous_spec"] == updated["spec"]
+        assert rolled["spec"]["env"] == [] and rolled["version"] > updated["version"]
+        assert rolled["update_status"]["state"] == "rollback_started"
+        again = await control.rollback_service("web")
+        assert again["spec"] == updated["spec"] and again["previous_spec"] == updated["previous_spec"]
+    with_one_manager(tmp_path, free_port, scenario)
