@@ -48,7 +48,14 @@ def host_state(host) -> dict:
     rules = host.run(["iptables-save"], capture_output=True, text=True).stdout
     return {"links": sorted(re.findall(r"^\d+: ((?:sp|vx)-[^:@]+)", links, re.M)),
             "networks": sorted(n.name for n in host.docker().networks.list()),
-            "swarmpy_rules": sorted(line for line in rules.splitlines() if "SWARMPY" in line)}
+            "swarmpy_rules": sorted(line for line in rules.splitlines() if "SWARMPY" in line),
+            "mesh_routes": mesh_routes(host)}
+
+
+def mesh_routes(host) -> list[str]:
+    """The routing mesh's routes over the link to other nodes' ingress addresses (proto 95)."""
+    out = host.run(["ip", "route", "show", "proto", "95"], capture_output=True, text=True).stdout
+    return sorted(line.strip() for line in out.splitlines() if line.strip())
 
 
 def containers(node, service: str) -> list:
@@ -183,7 +190,17 @@ def test_the_routing_mesh_answers_on_a_node_without_a_task(overlay_cluster):
     for host in c.hosts:            # h1 and h3 run no task of it
         assert wait_for(lambda: fetch(client, host.addr, 8080), timeout=20,
                         message=f"{host.name}:8080 answers") == name
-    # From the node itself, on loopback too.
+    # h3 forwards to h2 over the hosts' link, not the ingress overlay: a route to h2's ingress
+    # address via h2, and no VXLAN frame for these requests reaches h2.
+    route = wait_for(lambda: mesh_routes(c.hosts[2]), timeout=10)
+    assert len(route) == 1 and re.fullmatch(rf"(\S+) via {c.hosts[1].addr} dev eth0", route[0]), route
+    h2_addrs = c.hosts[1].run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    assert f" {route[0].split()[0]}/" in h2_addrs           # h2's own address on the ingress network
+    before = vxlan_rx_packets(c.hosts[1])
+    assert [fetch(client, c.hosts[2].addr, 8080) for _ in range(30)] == [name] * 30
+    # over the overlay each request is 5+ frames to h2; the other networks' chatter stays under 1
+    assert vxlan_rx_packets(c.hosts[1]) - before < 30
+    # From the node itself, on loopback too (over the overlay: a loopback source stays off the link).
     assert fetch(c.hosts[2], "127.0.0.1", 8080) == name
     # host mode: only where a task runs.
     m.create("hostmode", "--mode", "global", "--constraint", "node.hostname==h3",
@@ -191,6 +208,28 @@ def test_the_routing_mesh_answers_on_a_node_without_a_task(overlay_cluster):
     wait_running(m, "hostmode", 1)
     assert wait_for(lambda: fetch(client, c.hosts[2].addr, 8081), timeout=20)
     assert fetch(client, c.hosts[1].addr, 8081) is None
+
+
+def test_the_routing_mesh_spreads_over_tasks_on_other_nodes(overlay_cluster):
+    """Through a node without a task, connections spread evenly over tasks on two other nodes,
+    each forwarded over the link to its node, which serves it with its own task."""
+    c, _ = overlay_cluster
+    m = c.nodes[0]
+    m.create("mesh2", "--mode", "global", "--constraint", "node.hostname!=h3",
+             "--publish", "published=8082,target=80", *QUICK, command=HTTPD)
+    tasks = wait_running(m, "mesh2", 2)
+    names = {containers(node_of(c, t), "mesh2")[0].attrs["Config"]["Hostname"] for t in tasks}
+    client, via = c.hosts[0], c.hosts[2].addr
+    wait_for(lambda: fetch(client, via, 8082), timeout=20, message="h3:8082 answers")
+    assert len(wait_for(lambda: len(mesh_routes(c.hosts[2])) == 2 and mesh_routes(c.hosts[2]), timeout=10)) == 2
+    answers = collections.Counter(fetch(client, via, 8082) for _ in range(60))
+    assert set(answers) == names, answers
+    assert min(answers.values()) >= 15, answers        # 30 each expected
+    m.ok("service", "rm", "mesh2")
+    # h1 runs no other mesh task: h3's route to it goes with the service (the one to h2 stays
+    # while the test before's service runs there)
+    wait_for(lambda: not any(f"via {c.hosts[0].addr} " in r for r in mesh_routes(c.hosts[2])) or None,
+             timeout=30, message="h3's route to h1 gone")
 
 
 FETCH = """
@@ -263,7 +302,7 @@ def test_removing_services_and_networks_leaves_the_hosts_as_they_were(overlay_cl
     for service in m.service_names():
         m.ok("service", "rm", service)
     wait_for(lambda: not any(containers(n, s) for n in c.nodes
-                             for s in ("srv", "cli", "rep", "spread", "mesh", "steady")),
+                             for s in ("srv", "cli", "rep", "spread", "mesh", "mesh2", "steady")),
              timeout=60, message="containers gone")
     for network in ("appnet", "quiet"):
         m.ok("network", "rm", network)

@@ -181,7 +181,9 @@ def test_ingress_rules_dnat_snat_forward():
     nat, filt = tables(nat_text), tables(filt_text)
     assert list(nat) == ["nat"] and list(filt) == ["filter"]
     nat, filt = nat["nat"], filt["filter"]
-    assert nat[:2] == [":SWARMPY-INGRESS - [0:0]", ":SWARMPY-INGRESS-POST - [0:0]"]
+    assert nat[:3] == [":SWARMPY-INGRESS - [0:0]", ":SWARMPY-INGRESS-POST - [0:0]",
+                       ":SWARMPY-INGRESS-SELF - [0:0]"]
+    assert rule_lines(nat, "SWARMPY-INGRESS-SELF") == []      # no node forwarding asked
     dnat = rule_lines(nat, "SWARMPY-INGRESS")
     tcp = [ln for ln in dnat if "--dport 8080" in ln]
     udp = [ln for ln in dnat if "--dport 5353" in ln]
@@ -204,6 +206,63 @@ def test_ingress_rules_dnat_snat_forward():
         "-A SWARMPY-FORWARD -o swi-ingress -m conntrack --ctstate DNAT -j ACCEPT",
         "-A SWARMPY-FORWARD -i swi-ingress -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
     ]
+
+
+def on_nodes(service, underlays):
+    """`service` with each task's node underlay address set, in task order."""
+    for task, underlay in zip(service["tasks"], underlays):
+        task["underlay"] = underlay
+    return service
+
+
+def test_node_forwarding_sends_remote_tasks_to_their_node_over_the_link():
+    # This node is 10.77.0.13 (ingress 10.255.0.2) with task .7; .8 and .9 run on 10.77.0.12,
+    # reached over the link at its ingress address 10.255.0.4; .6 on a node with no route.
+    web = on_nodes(svc(addrs=("10.255.0.7", "10.255.0.8", "10.255.0.9", "10.255.0.6"), ports=[port(8080)]),
+                   ["10.77.0.13", "10.77.0.12", "10.77.0.12", "10.77.0.14"])
+    nat_text, filt_text = rules.ingress_rules(ingress_view([web]), "br0",
+                                              forward_to={"10.77.0.12": "10.255.0.4"}, underlay="10.77.0.13")
+    nat, filt = tables(nat_text)["nat"], tables(filt_text)["filter"]
+    chain = rule_lines(nat, "SWARMPY-INGRESS")
+    # from the node itself: the overlay spread, before anything else
+    assert chain[0] == "-A SWARMPY-INGRESS -m addrtype --src-type LOCAL -j SWARMPY-INGRESS-SELF"
+    assert [dest(ln) for ln in rule_lines(nat, "SWARMPY-INGRESS-SELF")] == [
+        "10.255.0.6:80", "10.255.0.7:80", "10.255.0.8:80", "10.255.0.9:80"]
+    # sent here by another node (to this node's ingress address): the local task only
+    assert chain[1] == ("-A SWARMPY-INGRESS -d 10.255.0.2/32 -p tcp -m tcp --dport 8080 -m comment "
+                        "--comment stack_web -j DNAT --to-destination 10.255.0.7:80")
+    # from outside: every task keeps 1/4, the forwarded ones at their node on the published port
+    spread = chain[2:]
+    assert [dest(ln) for ln in spread] == ["10.255.0.6:80", "10.255.0.7:80", "10.255.0.4:8080",
+                                           "10.255.0.4:8080"]
+    assert shares(spread) == pytest.approx([1 / 4] * 4)
+    post = rule_lines(nat, "SWARMPY-INGRESS-POST")
+    assert post[1] == ("-A SWARMPY-INGRESS-POST ! -o br0 -p tcp -m conntrack --ctstate DNAT "
+                       "--ctorigdstport 8080 -m comment --comment stack_web -j SNAT --to-source 10.77.0.13")
+    assert rule_lines(filt, "SWARMPY-FORWARD")[2] == (
+        "-A SWARMPY-FORWARD -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 "
+        "-m comment --comment stack_web -j ACCEPT")
+
+
+def test_node_forwarding_with_no_local_task_and_no_remote_one():
+    remote = on_nodes(svc(name="a", addrs=("10.255.0.8",), ports=[port(80)]), ["10.77.0.12"])
+    local = on_nodes(svc(name="b", addrs=("10.255.0.7",), vip="10.0.1.4", ports=[port(81)]), ["10.77.0.13"])
+    nat_text, filt_text = rules.ingress_rules(ingress_view([remote, local]), "br0",
+                                              forward_to={"10.77.0.12": "10.255.0.4"}, underlay="10.77.0.13")
+    nat = tables(nat_text)["nat"]
+    chain = rule_lines(nat, "SWARMPY-INGRESS")[1:]
+    # no task here for port 80: nothing to serve a forwarded connection locally
+    assert [(re.search(r"--dport (\d+)", ln).group(1), dest(ln), " -d " in ln) for ln in chain] == [
+        ("80", "10.255.0.4:80", False), ("81", "10.255.0.7:80", True), ("81", "10.255.0.7:80", False)]
+    # port 81 has no remote task: no SNAT to the underlay, no extra FORWARD rule
+    assert [ln for ln in rule_lines(nat, "SWARMPY-INGRESS-POST") if "! -o" in ln and "81 " in ln] == []
+    assert len(rule_lines(tables(filt_text)["filter"], "SWARMPY-FORWARD")) == 3
+
+
+def test_node_forwarding_needs_this_nodes_underlay():
+    web = on_nodes(svc(addrs=("10.255.0.8",), ports=[port(80)]), ["10.77.0.12"])
+    with pytest.raises(ValueError, match="underlay"):
+        rules.ingress_rules(ingress_view([web]), "br0", forward_to={"10.77.0.12": "10.255.0.4"})
 
 
 def test_ingress_port_without_backends_is_rejected():
@@ -232,7 +291,8 @@ def test_ingress_skips_host_mode_and_unpublished_ports_and_defaults():
     assert "8090" not in nat_text + filt_text
     # dnsrr services publish in host mode in practice, but an ingress port is meshed regardless
     assert rules.ingress_rules(ingress_view([]), "br0") == (
-        "*nat\n:SWARMPY-INGRESS - [0:0]\n:SWARMPY-INGRESS-POST - [0:0]\nCOMMIT\n",
+        "*nat\n:SWARMPY-INGRESS - [0:0]\n:SWARMPY-INGRESS-POST - [0:0]\n:SWARMPY-INGRESS-SELF - [0:0]\n"
+        "COMMIT\n",
         "*filter\n:SWARMPY-FORWARD - [0:0]\n:SWARMPY-INGRESS-EMPTY - [0:0]\n"
         "-A SWARMPY-FORWARD -o br0 -m conntrack --ctstate DNAT -j ACCEPT\n"
         "-A SWARMPY-FORWARD -i br0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n"
@@ -405,5 +465,5 @@ def test_remove_ingress_unhooks_then_deletes_chains(fake):
     assert len(argvs) - 1 == len(rules.INGRESS_HOOKS) + len(rules.FORWARD_HOOKS)
     assert argvs[-1] == ["iptables-restore", "-w", "--noflush"]
     assert f.calls[-1][1] == rules.removal_rules(
-        {"nat": ["SWARMPY-INGRESS", "SWARMPY-INGRESS-POST"],
+        {"nat": ["SWARMPY-INGRESS", "SWARMPY-INGRESS-POST", "SWARMPY-INGRESS-SELF"],
          "filter": ["SWARMPY-FORWARD", "SWARMPY-INGRESS-EMPTY"]})

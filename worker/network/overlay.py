@@ -27,7 +27,7 @@ import subprocess
 from docker.errors import APIError, NotFound
 
 from swarmpy import defaults, log
-from worker.network import rules
+from worker.network import routes, rules
 from worker.network.dns import Resolver
 
 LABEL_NETWORK = "com.swarmpy.network.id"
@@ -91,6 +91,8 @@ class Overlays:
         self._changed = asyncio.Event()
         self._lock = asyncio.Lock()
         self._ingress_applied = ""
+        # (wanted, placed) the last time; None: sync the first time (a crashed run may have left some)
+        self._routes: tuple[dict[str, str] | None, dict[str, str]] = (None, {})
         self._shape: dict[str, tuple] = {}          # network id -> what was last built for it
         self._macs: dict[str, dict] = {}            # network id -> the unicast entries last written
         self.containers: dict[str, tuple[int, list[str], int | None]] = {}   # task id -> (pid, network ids, netns inode)
@@ -350,17 +352,42 @@ class Overlays:
     async def _apply_ingress(self) -> None:
         """The routing mesh: every published ingress port answers on this node."""
         ingress = next((v for v in self.views.values() if v["ingress"] and self.built.get(v["id"])), None)
+        forward_to = await self._mesh_routes(ingress)
         try:
             if ingress is not None:
-                nat, filt = rules.ingress_rules(ingress, bridge_name(ingress["id"]))
+                bridge = bridge_name(ingress["id"])
+                nat, filt = rules.ingress_rules(ingress, bridge, forward_to, self.underlay)
                 if nat + filt != self._ingress_applied:
-                    await asyncio.to_thread(rules.sync_ingress, ingress, bridge_name(ingress["id"]))
+                    await asyncio.to_thread(rules.sync_ingress, ingress, bridge,
+                                            forward_to=forward_to, underlay=self.underlay)
                     self._ingress_applied = nat + filt
             elif self._ingress_applied:
                 await asyncio.to_thread(rules.remove_ingress)
                 self._ingress_applied = ""
         except (rules.RuleError, ValueError) as exc:
             self.log.warning("mesh_rules_not_applied", error=str(exc))
+
+    async def _mesh_routes(self, ingress: dict | None) -> dict[str, str]:
+        """The routes over the link to the nodes that run mesh tasks (routes.py); returns
+        underlay address -> ingress address of the nodes reached that way.  Without them
+        (an error, or nodes sharing one engine) the mesh reaches every task over the overlay."""
+        if is_local_only(self.underlay):
+            return {}                   # nodes sharing one engine: one host, no link between
+        wanted: dict[str, str] = {}
+        if ingress is not None:
+            ingress_addr = {u: a for a, u in (ingress.get("peer_gateways") or {}).items()}
+            for svc in ingress["services"]:
+                for task in svc["tasks"]:
+                    underlay = task.get("underlay") or ""
+                    if underlay in ingress_addr and underlay != self.underlay and not is_local_only(underlay):
+                        wanted[ingress_addr[underlay]] = underlay
+        if wanted != self._routes[0]:
+            try:
+                self._routes = (wanted, await asyncio.to_thread(routes.sync, wanted))
+            except routes.RouteError as exc:
+                self.log.warning("mesh_routes_not_applied", error=str(exc))
+                self._routes = (None, {})       # tried again with the next view
+        return {underlay: addr for addr, underlay in self._routes[1].items()}
 
     async def remove_all(self) -> None:
         """For `leave --force`: the node's networks, devices and rules go with its tasks."""

@@ -57,6 +57,17 @@ all of our chains of that table (also the ones left empty), so the hooks always 
     drop new connections into a bridge it does not know): accept what our DNAT sends into the
     bridge and the replies coming out of it.  Where there is no DOCKER-USER (no docker on the
     host) the hook goes to the top of FORWARD instead.
+    Node forwarding (`ingress_rules(..., forward_to=...)`): a task on another node whose node
+    this one reaches over the hosts' own link (routes.py puts a /32 route to that node's
+    ingress address via its underlay address) is not DNATed to the task's overlay address,
+    which would cross VXLAN twice, but to its node's ingress address on the published port,
+    SNATed to this node's underlay address (`! -o BRIDGE` in SWARMPY-INGRESS-POST, accepted by
+    a per-port rule in SWARMPY-FORWARD).  That node takes the connection as addressed to its
+    own ingress address and spreads it over its own tasks only (a rule before the general
+    spread), so a connection crosses at most one node besides its task's and no VXLAN.  The
+    spread stays one rule per task, so every task keeps its 1/n share.  Traffic from the node
+    itself (`--src-type LOCAL`, e.g. 127.0.0.1) jumps to `SWARMPY-INGRESS-SELF` first: the
+    overlay spread as without forwarding, since a loopback source may not leave by the link.
     filter `SWARMPY-INGRESS-EMPTY`, hooked from INPUT (from outside) and from OUTPUT with
     `--dst-type LOCAL` (from the node itself): a published port whose service has no task in
     the rotation is rejected (tcp-reset / icmp-port-unreachable), so a client fails fast
@@ -91,6 +102,7 @@ VIP_CHAIN = "SWARMPY-VIP"                       # nat, container netns
 VIP_EMPTY_CHAIN = "SWARMPY-VIP-EMPTY"           # filter, container netns
 INGRESS_CHAIN = "SWARMPY-INGRESS"               # nat, node netns
 INGRESS_POST_CHAIN = "SWARMPY-INGRESS-POST"     # nat, node netns
+INGRESS_SELF_CHAIN = "SWARMPY-INGRESS-SELF"     # nat, node netns: from the node itself
 INGRESS_EMPTY_CHAIN = "SWARMPY-INGRESS-EMPTY"   # filter, node netns
 FORWARD_CHAIN = "SWARMPY-FORWARD"               # filter, node netns
 DOCKER_USER = "DOCKER-USER"
@@ -156,10 +168,14 @@ def _backends(service: Mapping) -> list[str]:
 
 def _balance(prefix: list[str], backends: Sequence[str], port: int | None) -> list[str]:
     """One DNAT rule per backend, `prefix` (the match) first, the kube-proxy probabilities."""
+    return _spread(prefix, [f"{addr}:{port}" if port else addr for addr in backends])
+
+
+def _spread(prefix: list[str], destinations: Sequence[str]) -> list[str]:
+    """One DNAT rule per destination (ADDR or ADDR:PORT), each taking 1/n of new connections."""
     lines = []
-    for addr, p in zip(backends, probabilities(len(backends))):
+    for dest, p in zip(destinations, probabilities(len(destinations))):
         stat = ["-m", "statistic", "--mode", "random", "--probability", p] if p else []
-        dest = f"{addr}:{port}" if port else addr
         lines.append(" ".join(prefix + stat + ["-j", "DNAT", "--to-destination", dest]))
     return lines
 
@@ -213,6 +229,7 @@ class _Port:
     target: int
     backends: tuple[str, ...]
     service: Mapping
+    nodes: tuple[str, ...] = ()     # the underlay address of each backend's node ("" unknown)
 
 
 def ingress_ports(view: Mapping) -> list[_Port]:
@@ -233,39 +250,62 @@ def ingress_ports(view: Mapping) -> list[_Port]:
             target = _port(p.get("target"), f"service {svc.get('name')!r} target port")
             if backends is None:
                 backends = tuple(_backends(svc))
+                underlay = {t.get("addr"): str(t.get("underlay") or "") for t in svc.get("tasks") or ()}
+                nodes = tuple(underlay.get(a, "") for a in backends)
             key = (proto, published)
             if key in seen:
                 raise ValueError(f"{proto} port {published} is published by two services: "
                                  f"{seen[key].service.get('name')!r} and {svc.get('name')!r}")
-            seen[key] = _Port(proto, published, target, backends, svc)
+            seen[key] = _Port(proto, published, target, backends, svc, nodes)
     return [seen[k] for k in sorted(seen)]
 
 
-def ingress_rules(view: dict, bridge: str) -> tuple[str, str]:
+def ingress_rules(view: dict, bridge: str, forward_to: Mapping[str, str] | None = None,
+                  underlay: str = "") -> tuple[str, str]:
     """(nat text, filter text): iptables-restore input for the routing mesh of the ingress
     network `view` (its `addr`: this node's address on it), in the node's network namespace;
-    `bridge`: the ingress network's bridge on this node."""
+    `bridge`: the ingress network's bridge on this node.  `forward_to` (another node's underlay
+    address -> its ingress address, for the nodes routes.py reaches over the link) and
+    `underlay` (this node's) turn on node forwarding (module doc); without them every task is
+    reached at its overlay address."""
     bridge = _ifname(bridge)
     node_addr = _ipv4(view.get("addr"), "ingress view addr")
-    dnat, snat, empty = [], [], []
+    forward_to = {k: _ipv4(v, f"ingress address of node {k}") for k, v in (forward_to or {}).items()}
+    if forward_to:
+        underlay = _ipv4(underlay, "this node's underlay address")
+    dnat, snat, forward, empty = [], [], [], []
+    own = [f"-A {INGRESS_CHAIN} -m addrtype --src-type LOCAL -j {INGRESS_SELF_CHAIN}"] if forward_to else []
     for port in ingress_ports(view):
         proto_match = ["-p", port.protocol, "-m", port.protocol, "--dport", str(port.published)]
         comment = _comment(port.service)
-        if port.backends:
-            dnat += _balance(["-A", INGRESS_CHAIN] + proto_match + comment, port.backends,
-                             port.target)
-            snat.append(" ".join(
-                ["-A", INGRESS_POST_CHAIN, "-o", bridge, "-p", port.protocol,
-                 "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdstport", str(port.published)]
-                + comment + ["-j", "SNAT", "--to-source", node_addr]))
-        else:
-            empty.append(_reject(["-A", INGRESS_EMPTY_CHAIN] + proto_match + comment,
-                                 port.protocol))
+        if not port.backends:
+            empty.append(_reject(["-A", INGRESS_EMPTY_CHAIN] + proto_match + comment, port.protocol))
+            continue
+        post = ["-p", port.protocol, "-m", "conntrack", "--ctstate", "DNAT",
+                "--ctorigdstport", str(port.published)] + comment
+        snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "-o", bridge] + post
+                             + ["-j", "SNAT", "--to-source", node_addr]))
+        nodes = port.nodes or ("",) * len(port.backends)
+        dests = [f"{forward_to[n]}:{port.published}" if n in forward_to else f"{a}:{port.target}"
+                 for a, n in zip(port.backends, nodes)]
+        if not forward_to:
+            dnat += _spread(["-A", INGRESS_CHAIN] + proto_match + comment, dests)
+            continue
+        own += _balance(["-A", INGRESS_SELF_CHAIN] + proto_match + comment, port.backends, port.target)
+        local = [a for a, n in zip(port.backends, nodes) if n == underlay]
+        if local:       # sent here by another node: this node's own tasks only
+            dnat += _balance(["-A", INGRESS_CHAIN, "-d", f"{node_addr}/32"] + proto_match + comment,
+                             local, port.target)
+        dnat += _spread(["-A", INGRESS_CHAIN] + proto_match + comment, dests)
+        if any(n in forward_to for n in nodes):
+            snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "!", "-o", bridge] + post
+                                 + ["-j", "SNAT", "--to-source", underlay]))
+            forward.append(" ".join(["-A", FORWARD_CHAIN] + post + ["-j", "ACCEPT"]))
     forward = [
         f"-A {FORWARD_CHAIN} -o {bridge} -m conntrack --ctstate DNAT -j ACCEPT",
         f"-A {FORWARD_CHAIN} -i {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-    ]
-    nat = _table("nat", [INGRESS_CHAIN, INGRESS_POST_CHAIN], dnat + snat)
+    ] + forward
+    nat = _table("nat", [INGRESS_CHAIN, INGRESS_POST_CHAIN, INGRESS_SELF_CHAIN], own + dnat + snat)
     filt = _table("filter", [FORWARD_CHAIN, INGRESS_EMPTY_CHAIN], forward + empty)
     return nat, filt
 
@@ -422,11 +462,13 @@ def remove_vips(pid: int | None) -> None:
     apply_in_netns(pid, removal_rules({"nat": [VIP_CHAIN], "filter": [VIP_EMPTY_CHAIN]}))
 
 
-def sync_ingress(view: dict, bridge: str, pid: int | None = None, localnet: bool = True) -> None:
+def sync_ingress(view: dict, bridge: str, pid: int | None = None, localnet: bool = True,
+                 forward_to: Mapping[str, str] | None = None, underlay: str = "") -> None:
     """Make the routing mesh in the node's netns (ours when pid is None: the agent runs in it)
     match the ingress `view`: one atomic iptables-restore of both tables, the hooks
-    (idempotent), and route_localnet on `bridge` for 127.0.0.1:PUBLISHED unless localnet=False."""
-    nat, filt = ingress_rules(view, bridge)
+    (idempotent), and route_localnet on `bridge` for 127.0.0.1:PUBLISHED unless localnet=False.
+    `forward_to` and `underlay`: node forwarding, as in `ingress_rules`."""
+    nat, filt = ingress_rules(view, bridge, forward_to, underlay)
     apply_in_netns(pid, nat + filt)
     _hook_all(INGRESS_HOOKS, pid)
     if chain_exists("filter", DOCKER_USER, pid):
@@ -444,7 +486,7 @@ def remove_ingress(pid: int | None = None, bridge: str | None = None) -> None:
     to 0 (skipped when the bridge is gone)."""
     for h in INGRESS_HOOKS + FORWARD_HOOKS:
         unhook(h.table, h.chain, h.rule, pid)
-    apply_in_netns(pid, removal_rules({"nat": [INGRESS_CHAIN, INGRESS_POST_CHAIN],
+    apply_in_netns(pid, removal_rules({"nat": [INGRESS_CHAIN, INGRESS_POST_CHAIN, INGRESS_SELF_CHAIN],
                                        "filter": [FORWARD_CHAIN, INGRESS_EMPTY_CHAIN]}))
     if bridge is not None:
         try:
