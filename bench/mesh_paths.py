@@ -1,20 +1,24 @@
-"""The routing mesh through a node without the task: over the ingress overlay (as swarmpy
-builds it) against two hand-made detours over the hosts' own link, to size what a mesh
-that forwards between nodes without VXLAN would win (issue 5, docs/benchmarks.md).
+"""The routing mesh through a node without the task, as swarmpy builds it (since 13b54a1 over
+the hosts' own link to the task's node), against the design before it (DNAT to the task's
+address on the ingress overlay, across VXLAN; made by hand) and a plain hand-made detour to
+the task's host-mode port, all in one run (issue 5, docs/benchmarks.md).
 
     python bench/mesh_paths.py [--rounds 4] [--seconds 6]
 
 Three hosts (tests/netns.py), a one-manager swarmpy cluster, one httpd task on h2 published
 in ingress mode on 30080 and in host mode on 30081 (as in bench/overlay.py). On h3, which
 runs no task, two extra ports are made by hand with iptables in h3's namespace (gone with the
-namespace at the end): 30082 DNATs to h2:30081 (the engine's host-mode port) and 30083 to
-h2:30080 (h2's own mesh), each SNATed to h3's address, so neither crosses VXLAN. The client
+namespace at the end): 30082 DNATs to h2:30081 (the engine's host-mode port), SNATed to h3's
+address; 30084 DNATs to the task's ingress address and SNATs to h3's own ingress address
+out of h3's ingress bridge, exactly the rules the mesh had before node forwarding. The client
 is bench/overlay.py's load generator in h1's namespace; targets alternate in order each round.
 Prints the median req/s per target and its ratio to the direct port.
 """
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import re
 import statistics
 import sys
 import time
@@ -40,6 +44,18 @@ def detour(via, to, port: int, to_port: int) -> None:
     iptables(via, "-I", "DOCKER-USER", "-p", "tcp", "-s", to.addr, "--sport", str(to_port), "-j", "ACCEPT")
 
 
+def overlay_detour(via, task_addr: str, port: int, target: int) -> None:
+    """On `via`: connections to `port` go to the task's ingress address over VXLAN (the mesh
+    before node forwarding)."""
+    addrs = via.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    bridge, own = next((dev, addr) for dev, addr, plen in re.findall(r"^\d+: (sp-\S+)\s+inet ([\d.]+)/(\d+)", addrs, re.M)
+                       if ipaddress.ip_address(task_addr) in ipaddress.ip_network(f"{addr}/{plen}", strict=False))
+    iptables(via, "-t", "nat", "-I", "PREROUTING", "-p", "tcp", "--dport", str(port), "-m", "addrtype",
+             "--dst-type", "LOCAL", "-j", "DNAT", "--to-destination", f"{task_addr}:{target}")
+    iptables(via, "-t", "nat", "-I", "POSTROUTING", "-o", bridge, "-p", "tcp", "-m", "conntrack", "--ctstate",
+             "DNAT", "--ctorigdstport", str(port), "-j", "SNAT", "--to-source", own)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=4)
@@ -59,11 +75,11 @@ def main() -> int:
         create(m, "web", "--replicas", "1", "--constraint", "node.hostname==h2",
                "--publish", f"published={MESH_PORT},target=80",
                "--publish", f"published={DIRECT_PORT},target=80,mode=host", command=HTTPD)
-        wait_running(m, "web", 1)
+        task = wait_running(m, "web", 1)[0]
         detour(h3, h2, 30082, DIRECT_PORT)
-        detour(h3, h2, 30083, MESH_PORT)
-        targets = [("mesh via h3 (VXLAN)", h3.addr, MESH_PORT), ("h3 -> h2:30081 link", h3.addr, 30082),
-                   ("h3 -> h2:30080 link", h3.addr, 30083), ("direct h2:30081", h2.addr, DIRECT_PORT)]
+        overlay_detour(h3, task["networks"][0]["addr"].split("/")[0], 30084, 80)
+        targets = [("mesh via h3 (as built)", h3.addr, MESH_PORT), ("mesh via h3, VXLAN", h3.addr, 30084),
+                   ("h3 -> h2:30081 link", h3.addr, 30082), ("direct h2:30081", h2.addr, DIRECT_PORT)]
         for label, addr, port in targets:
             wait(lambda: fetch(h1, addr, port)[0], 30, f"{label} to answer")
         rates: dict[str, list[float]] = {t[0]: [] for t in targets}
