@@ -212,10 +212,12 @@ def test_the_routing_mesh_answers_on_a_node_without_a_task(overlay_cluster):
 
 def test_the_routing_mesh_spreads_over_tasks_on_other_nodes(overlay_cluster):
     """Through a node without a task, connections spread evenly over tasks on two other nodes,
-    each forwarded over the link to its node, which serves it with its own task."""
+    each forwarded over the link to its node, which serves it with its own task.  The tasks
+    are on a second network too, so their default route need not be the ingress bridge."""
     c, _ = overlay_cluster
     m = c.nodes[0]
-    m.create("mesh2", "--mode", "global", "--constraint", "node.hostname!=h3",
+    m.ok("network", "create", "-d", "overlay", "meshnet")
+    m.create("mesh2", "--mode", "global", "--constraint", "node.hostname!=h3", "--network", "meshnet",
              "--publish", "published=8082,target=80", *QUICK, command=HTTPD)
     tasks = wait_running(m, "mesh2", 2)
     names = {containers(node_of(c, t), "mesh2")[0].attrs["Config"]["Hostname"] for t in tasks}
@@ -226,6 +228,8 @@ def test_the_routing_mesh_spreads_over_tasks_on_other_nodes(overlay_cluster):
     assert set(answers) == names, answers
     assert min(answers.values()) >= 15, answers        # 30 each expected
     m.ok("service", "rm", "mesh2")
+    wait_for(lambda: not any(containers(n, "mesh2") for n in c.nodes), timeout=60, message="mesh2 gone")
+    m.ok("network", "rm", "meshnet")
     # h1 runs no other mesh task: h3's route to it goes with the service (the one to h2 stays
     # while the test before's service runs there)
     wait_for(lambda: not any(f"via {c.hosts[0].addr} " in r for r in mesh_routes(c.hosts[2])) or None,

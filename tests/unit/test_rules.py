@@ -237,8 +237,14 @@ def test_node_forwarding_sends_remote_tasks_to_their_node_over_the_link():
                                            "10.255.0.4:8080"]
     assert shares(spread) == pytest.approx([1 / 4] * 4)
     post = rule_lines(nat, "SWARMPY-INGRESS-POST")
-    assert post[1] == ("-A SWARMPY-INGRESS-POST ! -o br0 -p tcp -m conntrack --ctstate DNAT "
-                       "--ctorigdstport 8080 -m comment --comment stack_web -j SNAT --to-source 10.77.0.13")
+    assert post == [
+        # forwarded here by another node: not SNATed (the task sees that node's address)
+        "-A SWARMPY-INGRESS-POST -o br0 -p tcp -m conntrack --ctstate DNAT --ctorigdst 10.255.0.2/32 "
+        "! --ctorigsrc 10.255.0.0/16 --ctorigdstport 8080 -m comment --comment stack_web -j RETURN",
+        "-A SWARMPY-INGRESS-POST -o br0 -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 "
+        "-m comment --comment stack_web -j SNAT --to-source 10.255.0.2",
+        "-A SWARMPY-INGRESS-POST ! -o br0 -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 "
+        "-m comment --comment stack_web -j SNAT --to-source 10.77.0.13"]
     assert rule_lines(filt, "SWARMPY-FORWARD")[2] == (
         "-A SWARMPY-FORWARD -p tcp -m conntrack --ctstate DNAT --ctorigdstport 8080 "
         "-m comment --comment stack_web -j ACCEPT")
@@ -256,7 +262,21 @@ def test_node_forwarding_with_no_local_task_and_no_remote_one():
         ("80", "10.255.0.4:80", False), ("81", "10.255.0.7:80", True), ("81", "10.255.0.7:80", False)]
     # port 81 has no remote task: no SNAT to the underlay, no extra FORWARD rule
     assert [ln for ln in rule_lines(nat, "SWARMPY-INGRESS-POST") if "! -o" in ln and "81 " in ln] == []
+    # port 80 has no local task: nothing forwarded here to leave un-SNATed
+    assert [ln for ln in rule_lines(nat, "SWARMPY-INGRESS-POST") if "RETURN" in ln and "dport 80 " in ln] == []
     assert len(rule_lines(tables(filt_text)["filter"], "SWARMPY-FORWARD")) == 3
+
+
+def test_a_node_forwarded_to_serves_with_its_own_tasks_even_with_nothing_to_forward():
+    # All of this node's tasks are local (nothing to forward), but other nodes may forward here.
+    web = on_nodes(svc(addrs=("10.255.0.7",), ports=[port(8080)]), ["10.77.0.12"])
+    nat = tables(rules.ingress_rules(ingress_view([web]), "br0", underlay="10.77.0.12")[0])["nat"]
+    assert rule_lines(nat, "SWARMPY-INGRESS")[0].startswith("-A SWARMPY-INGRESS -d 10.255.0.2/32 -p tcp ")
+    assert rule_lines(nat, "SWARMPY-INGRESS-SELF") == []         # no --src-type LOCAL jump either
+    assert "RETURN" in rule_lines(nat, "SWARMPY-INGRESS-POST")[0]
+    # nodes sharing one engine: no underlay, the rules as without node forwarding
+    plain = rules.ingress_rules(ingress_view([web]), "br0")
+    assert " -d 10.255.0.2/32 " not in plain[0] and "RETURN" not in plain[0]
 
 
 def test_node_forwarding_needs_this_nodes_underlay():

@@ -356,10 +356,11 @@ class Overlays:
         try:
             if ingress is not None:
                 bridge = bridge_name(ingress["id"])
-                nat, filt = rules.ingress_rules(ingress, bridge, forward_to, self.underlay)
+                underlay = "" if is_local_only(self.underlay) else self.underlay
+                nat, filt = rules.ingress_rules(ingress, bridge, forward_to, underlay)
                 if nat + filt != self._ingress_applied:
                     await asyncio.to_thread(rules.sync_ingress, ingress, bridge,
-                                            forward_to=forward_to, underlay=self.underlay)
+                                            forward_to=forward_to, underlay=underlay)
                     self._ingress_applied = nat + filt
             elif self._ingress_applied:
                 await asyncio.to_thread(rules.remove_ingress)

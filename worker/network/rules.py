@@ -64,7 +64,13 @@ all of our chains of that table (also the ones left empty), so the hooks always 
     SNATed to this node's underlay address (`! -o BRIDGE` in SWARMPY-INGRESS-POST, accepted by
     a per-port rule in SWARMPY-FORWARD).  That node takes the connection as addressed to its
     own ingress address and spreads it over its own tasks only (a rule before the general
-    spread), so a connection crosses at most one node besides its task's and no VXLAN.  The
+    spread), so a connection crosses at most one node besides its task's and no VXLAN.  It
+    does not SNAT it (a RETURN before the SNAT): the task then sees the forwarding node's
+    address and answers by its default route, one of this node's bridges, where conntrack
+    undoes the DNAT.  SNATing it too would give the task the same source address for
+    connections forwarded by every node and for this node's own, each port reused within the
+    task's TIME_WAIT with another TCP timestamp clock (the client's per destination), which
+    the task drops as old (PAWS): one-second stalls, seen in bench/overlay.py.  The
     spread stays one rule per task, so every task keeps its 1/n share.  Traffic from the node
     itself (`--src-type LOCAL`, e.g. 127.0.0.1) jumps to `SWARMPY-INGRESS-SELF` first: the
     overlay spread as without forwarding, since a loopback source may not leave by the link.
@@ -264,14 +270,15 @@ def ingress_rules(view: dict, bridge: str, forward_to: Mapping[str, str] | None 
                   underlay: str = "") -> tuple[str, str]:
     """(nat text, filter text): iptables-restore input for the routing mesh of the ingress
     network `view` (its `addr`: this node's address on it), in the node's network namespace;
-    `bridge`: the ingress network's bridge on this node.  `forward_to` (another node's underlay
-    address -> its ingress address, for the nodes routes.py reaches over the link) and
-    `underlay` (this node's) turn on node forwarding (module doc); without them every task is
-    reached at its overlay address."""
+    `bridge`: the ingress network's bridge on this node.  `underlay`: this node's address
+    towards the others when node forwarding is on ("" for nodes sharing one engine); then
+    other nodes may send connections here, and `forward_to` (another node's underlay address
+    -> its ingress address, for the nodes routes.py reaches over the link) says where this
+    node sends them (module doc).  Without either, every task is reached at its overlay address."""
     bridge = _ifname(bridge)
     node_addr = _ipv4(view.get("addr"), "ingress view addr")
     forward_to = {k: _ipv4(v, f"ingress address of node {k}") for k, v in (forward_to or {}).items()}
-    if forward_to:
+    if forward_to or underlay:
         underlay = _ipv4(underlay, "this node's underlay address")
     dnat, snat, forward, empty = [], [], [], []
     own = [f"-A {INGRESS_CHAIN} -m addrtype --src-type LOCAL -j {INGRESS_SELF_CHAIN}"] if forward_to else []
@@ -283,20 +290,26 @@ def ingress_rules(view: dict, bridge: str, forward_to: Mapping[str, str] | None 
             continue
         post = ["-p", port.protocol, "-m", "conntrack", "--ctstate", "DNAT",
                 "--ctorigdstport", str(port.published)] + comment
-        snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "-o", bridge] + post
-                             + ["-j", "SNAT", "--to-source", node_addr]))
         nodes = port.nodes or ("",) * len(port.backends)
-        dests = [f"{forward_to[n]}:{port.published}" if n in forward_to else f"{a}:{port.target}"
-                 for a, n in zip(port.backends, nodes)]
-        if not forward_to:
-            dnat += _spread(["-A", INGRESS_CHAIN] + proto_match + comment, dests)
-            continue
-        own += _balance(["-A", INGRESS_SELF_CHAIN] + proto_match + comment, port.backends, port.target)
-        local = [a for a, n in zip(port.backends, nodes) if n == underlay]
-        if local:       # sent here by another node: this node's own tasks only
+        local = [a for a, n in zip(port.backends, nodes) if underlay and n == underlay]
+        if local:
+            # Sent here by another node (to this node's ingress address): this node's own tasks
+            # only, and not SNATed, so that the task sees that node's address, one per node
+            # that forwards (module doc); its reply goes out by its default route, which is
+            # one of this node's bridges.
             dnat += _balance(["-A", INGRESS_CHAIN, "-d", f"{node_addr}/32"] + proto_match + comment,
                              local, port.target)
+            snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "-o", bridge, "-p", port.protocol,
+                                  "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", f"{node_addr}/32",
+                                  "!", "--ctorigsrc", _subnet(view), "--ctorigdstport", str(port.published)]
+                                 + comment + ["-j", "RETURN"]))
+        snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "-o", bridge] + post
+                             + ["-j", "SNAT", "--to-source", node_addr]))
+        dests = [f"{forward_to[n]}:{port.published}" if n in forward_to else f"{a}:{port.target}"
+                 for a, n in zip(port.backends, nodes)]
         dnat += _spread(["-A", INGRESS_CHAIN] + proto_match + comment, dests)
+        if forward_to:
+            own += _balance(["-A", INGRESS_SELF_CHAIN] + proto_match + comment, port.backends, port.target)
         if any(n in forward_to for n in nodes):
             snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "!", "-o", bridge] + post
                                  + ["-j", "SNAT", "--to-source", underlay]))
@@ -308,6 +321,13 @@ def ingress_rules(view: dict, bridge: str, forward_to: Mapping[str, str] | None 
     nat = _table("nat", [INGRESS_CHAIN, INGRESS_POST_CHAIN, INGRESS_SELF_CHAIN], own + dnat + snat)
     filt = _table("filter", [FORWARD_CHAIN, INGRESS_EMPTY_CHAIN], forward + empty)
     return nat, filt
+
+
+def _subnet(view: Mapping) -> str:
+    try:
+        return str(ipaddress.IPv4Network(str(view.get("subnet")), strict=False))
+    except ValueError:
+        raise ValueError(f"ingress view subnet: {view.get('subnet')!r} is not an IPv4 network") from None
 
 
 def removal_rules(chains: Mapping[str, Sequence[str]]) -> str:
