@@ -1,4 +1,4 @@
-"""worker/network/rules.py against the real kernel, in network namespaces of our own.
+"""worker/network/rules.py and routes.py against the real kernel, in network namespaces of our own.
 
 Every namespace is named `sprt<tag><role>` with a random tag and removed by name afterwards
 (with the processes this module started in it); interfaces are created directly inside those
@@ -14,6 +14,9 @@ are never touched.  Programs run in a namespace through `nsenter --net=/run/netn
    lands on the backends, which see the node's bridge address as source; the node itself
    reaches them through 127.0.0.1 too; an empty port is refused; remove_ingress leaves
    `iptables-save` as it was.
+3. The mesh's routes over the link: a /32 route (proto 95) only to a node on one of the
+   namespace's links, none to one behind a router or to itself; all of ours removed, nobody
+   else's touched.
 """
 from __future__ import annotations
 
@@ -374,3 +377,34 @@ def test_routing_mesh_in_a_node_namespace(lab: Lab):
     assert lab.save(node) == before
     res = lab.connect(outside, f"{ext}.1", 8080, 1)
     assert not res["names"], res
+
+
+# -- 3. the mesh's routes over the link (worker/network/routes.py) -------------------------------
+ROUTES = ("import json, sys\n"
+          "from worker.network import routes\n"
+          "print(json.dumps(routes.sync(json.loads(sys.argv[1]))))\n")
+
+
+def test_mesh_routes_go_only_to_nodes_on_a_link_and_only_ours_are_removed(lab: Lab):
+    y = _subnet()
+    link, far, ing = f"10.99.{y}", f"10.99.{(y + 1) % 256}", f"10.99.{(y + 2) % 256}"
+    node, peer = lab.add_ns("n"), lab.add_ns("p")
+    lab.veth(node, "eth0", peer, "eth0")
+    lab.addr(node, "eth0", f"{link}.1/24")
+    lab.addr(peer, "eth0", f"{link}.2/24")
+    lab.sh("ip", "-n", node, "route", "add", f"{far}.0/24", "via", f"{link}.2")    # nodes behind a router
+    lab.sh("ip", "-n", node, "route", "add", f"{ing}.99/32", "via", f"{link}.2")   # somebody else's route
+
+    def sync(wanted: dict) -> dict:
+        return json.loads(lab.ns_sh(node, sys.executable, "-c", ROUTES, json.dumps(wanted)))
+
+    def ours() -> list[str]:
+        return [ln.strip() for ln in lab.ns_sh(node, "ip", "route", "show", "proto", "95").splitlines()]
+
+    # a node on the link gets its route; one behind a router, and this node itself, do not
+    wanted = {f"{ing}.2": f"{link}.2", f"{ing}.3": f"{far}.3", f"{ing}.1": f"{link}.1"}
+    assert sync(wanted) == {f"{ing}.2": f"{link}.2"}
+    assert ours() == [f"{ing}.2 via {link}.2 dev eth0"]
+    assert sync(wanted) == {f"{ing}.2": f"{link}.2"} and len(ours()) == 1       # idempotent
+    assert sync({}) == {} and ours() == []
+    assert f"{ing}.99 via {link}.2 dev eth0" in lab.ns_sh(node, "ip", "route", "show")
