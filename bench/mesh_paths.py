@@ -40,7 +40,8 @@ def overlay_detour(via, task_addr: str, port: int, target: int) -> None:
     """On `via`: connections to `port` go to the task's ingress address over VXLAN (the mesh
     before node forwarding)."""
     addrs = via.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
-    bridge, own = next((dev, addr) for dev, addr, plen in re.findall(r"^\d+: (sp-\S+)\s+inet ([\d.]+)/(\d+)", addrs, re.M)
+    found = re.findall(r"^\d+: (sp-\S+)\s+inet ([\d.]+)/(\d+)", addrs, re.M)
+    bridge, own = next((dev, addr) for dev, addr, plen in found
                        if ipaddress.ip_address(task_addr) in ipaddress.ip_network(f"{addr}/{plen}", strict=False))
     iptables(via, "-t", "nat", "-I", "PREROUTING", "-p", "tcp", "--dport", str(port), "-m", "addrtype",
              "--dst-type", "LOCAL", "-j", "DNAT", "--to-destination", f"{task_addr}:{target}")
