@@ -24,7 +24,10 @@ class RouteError(RuntimeError):
 
 
 def _ip(*args: str) -> str:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=TIMEOUT_S)
+    try:
+        done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:     # no `ip`, or it hung: no routes, not a crash
+        raise RouteError(f"ip {' '.join(args)}: {exc}") from None
     if done.returncode != 0:
         raise RouteError(f"ip {' '.join(args)}: {done.stderr.strip()}")
     return done.stdout
