@@ -216,24 +216,52 @@ def test_the_routing_mesh_spreads_over_tasks_on_other_nodes(overlay_cluster):
     are on a second network too, so their default route need not be the ingress bridge."""
     c, _ = overlay_cluster
     m = c.nodes[0]
-    m.ok("network", "create", "-d", "overlay", "meshnet")
-    m.create("mesh2", "--mode", "global", "--constraint", "node.hostname!=h3", "--network", "meshnet",
+    m.ok("network", "create", "-d", "overlay", "ameshnet")
+    m.create("mesh2", "--mode", "global", "--constraint", "node.hostname!=h3", "--network", "ameshnet",
              "--publish", "published=8082,target=80", *QUICK, command=HTTPD)
     tasks = wait_running(m, "mesh2", 2)
     names = {containers(node_of(c, t), "mesh2")[0].attrs["Config"]["Hostname"] for t in tasks}
     client, via = c.hosts[0], c.hosts[2].addr
     wait_for(lambda: fetch(client, via, 8082), timeout=20, message="h3:8082 answers")
     assert len(wait_for(lambda: len(mesh_routes(c.hosts[2])) == 2 and mesh_routes(c.hosts[2]), timeout=10)) == 2
+    # Strict reverse-path filtering on every host (RHEL's default): the tasks' default route is
+    # ameshnet's bridge, not the ingress bridge their forwarded connections came in by.
+    for t in tasks:
+        gateway = exec_out(containers(node_of(c, t), "mesh2")[0], "ip", "route").split()[2]
+        assert gateway not in fetch_ingress_addrs(c), gateway
+    set_rp_filter(c.hosts, "1")
     answers = collections.Counter(fetch(client, via, 8082) for _ in range(60))
+    set_rp_filter(c.hosts, "0")
     assert set(answers) == names, answers
     assert min(answers.values()) >= 15, answers        # 30 each expected
     m.ok("service", "rm", "mesh2")
     wait_for(lambda: not any(containers(n, "mesh2") for n in c.nodes), timeout=60, message="mesh2 gone")
-    m.ok("network", "rm", "meshnet")
+    m.ok("network", "rm", "ameshnet")
     # h1 runs no other mesh task: h3's route to it goes with the service (the one to h2 stays
     # while the test before's service runs there)
     wait_for(lambda: not any(f"via {c.hosts[0].addr} " in r for r in mesh_routes(c.hosts[2])) or None,
              timeout=30, message="h3's route to h1 gone")
+
+
+def set_rp_filter(hosts, value: str) -> None:
+    for h in hosts:
+        h.run(["sh", "-c", f"for k in all default eth0; do echo {value} > /proc/sys/net/ipv4/conf/$k/rp_filter; done"],
+              check=True)
+
+
+def fetch_ingress_addrs(c: HostCluster) -> set[str]:
+    """Every node's address on the ingress network (the gateways of its bridges)."""
+    out = set()
+    for h in c.hosts:
+        text = h.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+        out |= {m for dev, m in re.findall(r"^\d+: (sp-\S+)\s+inet ([\d.]+)/", text, re.M)
+                if dev == ingress_bridge(h)}
+    return out
+
+
+def ingress_bridge(host) -> str:
+    names = [n for n in host.docker().networks.list() if n.name == "ingress"]
+    return names[0].attrs["Options"].get("com.docker.network.bridge.name", "") if names else ""
 
 
 FETCH = """

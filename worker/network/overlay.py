@@ -68,6 +68,18 @@ def mac_of(addr: str) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(addr).packed)
 
 
+def _loose_rp_filter(bridge: str) -> None:
+    """A mesh connection another node forwarded here is answered by the task's default route,
+    which may be this bridge although the request went in by the ingress bridge; strict
+    reverse-path filtering (rp_filter 1, e.g. RHEL's default) would drop that reply.  The
+    kernel applies the larger of `all` and the device's value, so 2 (loose) here wins."""
+    try:
+        with open(f"/proc/sys/net/ipv4/conf/{bridge}/rp_filter", "w") as f:
+            f.write("2")
+    except OSError as exc:
+        raise NetworkError(f"setting rp_filter of {bridge}: {exc}") from None
+
+
 def is_local_only(addr: str) -> bool:
     try:
         return ipaddress.ip_address(addr).is_loopback
@@ -239,6 +251,7 @@ class Overlays:
             _ip("link", "set", vx, "up")
         _ip("link", "set", "dev", bridge, "address", mac_of(view["addr"]))
         _ip("link", "set", "dev", bridge, "type", "bridge", "mcast_snooping", "0")
+        _loose_rp_filter(bridge)
         _bridge("link", "set", "dev", vx, "mcast_flood", "on" if view["multicast"] else "off")
         self._peers(vx, [p for p in view["peers"] if p != self.underlay and not is_local_only(p)])
 
