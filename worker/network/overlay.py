@@ -74,10 +74,9 @@ def _loose_rp_filter(bridge: str) -> None:
     reverse-path filtering (rp_filter 1, e.g. RHEL's default) would drop that reply.  The
     kernel applies the larger of `all` and the device's value, so 2 (loose) here wins."""
     try:
-        with open(f"/proc/sys/net/ipv4/conf/{bridge}/rp_filter", "w") as f:
-            f.write("2")
-    except OSError as exc:
-        raise NetworkError(f"setting rp_filter of {bridge}: {exc}") from None
+        rules.set_conf(bridge, "rp_filter", "2")
+    except rules.RuleError as exc:
+        raise NetworkError(str(exc)) from None
 
 
 def is_local_only(addr: str) -> bool:

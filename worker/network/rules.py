@@ -235,7 +235,7 @@ class _Port:
     target: int
     backends: tuple[str, ...]
     service: Mapping
-    nodes: tuple[str, ...] = ()     # the underlay address of each backend's node ("" unknown)
+    nodes: tuple[str, ...]          # the underlay address of each backend's node ("" unknown)
 
 
 def ingress_ports(view: Mapping) -> list[_Port]:
@@ -288,10 +288,10 @@ def ingress_rules(view: dict, bridge: str, forward_to: Mapping[str, str] | None 
         if not port.backends:
             empty.append(_reject(["-A", INGRESS_EMPTY_CHAIN] + proto_match + comment, port.protocol))
             continue
-        post = ["-p", port.protocol, "-m", "conntrack", "--ctstate", "DNAT",
-                "--ctorigdstport", str(port.published)] + comment
-        nodes = port.nodes or ("",) * len(port.backends)
-        local = [a for a, n in zip(port.backends, nodes) if underlay and n == underlay]
+        dnated = ["-p", port.protocol, "-m", "conntrack", "--ctstate", "DNAT"]
+        to_port = ["--ctorigdstport", str(port.published)] + comment
+        post = dnated + to_port
+        local = [a for a, n in zip(port.backends, port.nodes) if underlay and n == underlay]
         if local:
             # Sent here by another node (to this node's ingress address): this node's own tasks
             # only, and not SNATed, so that the task sees that node's address, one per node
@@ -299,18 +299,17 @@ def ingress_rules(view: dict, bridge: str, forward_to: Mapping[str, str] | None 
             # one of this node's bridges.
             dnat += _balance(["-A", INGRESS_CHAIN, "-d", f"{node_addr}/32"] + proto_match + comment,
                              local, port.target)
-            snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "-o", bridge, "-p", port.protocol,
-                                  "-m", "conntrack", "--ctstate", "DNAT", "--ctorigdst", f"{node_addr}/32",
-                                  "!", "--ctorigsrc", _subnet(view), "--ctorigdstport", str(port.published)]
-                                 + comment + ["-j", "RETURN"]))
+            snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "-o", bridge] + dnated
+                                 + ["--ctorigdst", f"{node_addr}/32", "!", "--ctorigsrc", _subnet(view)]
+                                 + to_port + ["-j", "RETURN"]))
         snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "-o", bridge] + post
                              + ["-j", "SNAT", "--to-source", node_addr]))
         dests = [f"{forward_to[n]}:{port.published}" if n in forward_to else f"{a}:{port.target}"
-                 for a, n in zip(port.backends, nodes)]
+                 for a, n in zip(port.backends, port.nodes)]
         dnat += _spread(["-A", INGRESS_CHAIN] + proto_match + comment, dests)
         if forward_to:
             own += _balance(["-A", INGRESS_SELF_CHAIN] + proto_match + comment, port.backends, port.target)
-        if any(n in forward_to for n in nodes):
+        if any(n in forward_to for n in port.nodes):
             snat.append(" ".join(["-A", INGRESS_POST_CHAIN, "!", "-o", bridge] + post
                                  + ["-j", "SNAT", "--to-source", underlay]))
             forward.append(" ".join(["-A", FORWARD_CHAIN] + post + ["-j", "ACCEPT"]))
@@ -449,14 +448,10 @@ def _hook_all(hooks: Iterable[Hook], pid: int | None) -> None:
         hook(h.table, h.chain, h.rule, pid)
 
 
-def _sysctl_path(bridge: str) -> str:
-    return f"/proc/sys/net/ipv4/conf/{_ifname(bridge)}/route_localnet"
-
-
-def set_route_localnet(bridge: str, on: bool, pid: int | None = None) -> None:
-    """net.ipv4.conf.BRIDGE.route_localnet in the netns of `pid` (or ours).  /proc/sys/net shows
-    the namespace of the process that opens it, so entering only the netns is enough."""
-    path, value = _sysctl_path(bridge), "1" if on else "0"
+def set_conf(ifname: str, key: str, value: str, pid: int | None = None) -> None:
+    """net.ipv4.conf.IFNAME.KEY in the netns of `pid` (or ours).  /proc/sys/net shows the
+    namespace of the process that opens it, so entering only the netns is enough."""
+    path = f"/proc/sys/net/ipv4/conf/{_ifname(ifname, 'interface')}/{key}"
     if pid is None:
         try:
             with open(path, "w") as f:
@@ -466,6 +461,11 @@ def set_route_localnet(bridge: str, on: bool, pid: int | None = None) -> None:
         return
     proc = _run(pid, ["sh", "-c", 'printf %s "$1" > "$2"', "sh", value, path])
     _check(proc, f"writing {path} in the netns of pid {pid}")
+
+
+def set_route_localnet(bridge: str, on: bool, pid: int | None = None) -> None:
+    """net.ipv4.conf.BRIDGE.route_localnet in the netns of `pid` (or ours)."""
+    set_conf(bridge, "route_localnet", "1" if on else "0", pid)
 
 
 def sync_vips(pid: int | None, services: list[dict]) -> None:
