@@ -153,13 +153,23 @@ class Daemon:
         try:
             await self.control.update_node(node["id"], node["version"], {"role": "worker"})
             deadline = asyncio.get_running_loop().time() + LEAVE_RAFT_TIMEOUT_S
-            while raft_addr in self.store.members():
+            while not self._taken_out_of_raft(raft_addr):
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"still a Raft member after {LEAVE_RAFT_TIMEOUT_S:.0f}s")
                 await asyncio.sleep(0.05)
             self.log.info("left_raft", raft_addr=raft_addr)
         except (StoreError, SpecError, TimeoutError) as exc:
             self.log.warning("left_without_raft_removal", raft_addr=raft_addr, error=str(exc))
+
+    def _taken_out_of_raft(self, raft_addr: str) -> bool:
+        """A member taken out never sees it in its own log: the leader drops it from the
+        configuration, and closes its link, as soon as it appends the change, and each other
+        member does the same when the entry reaches it; from then on they refuse its links.
+        So a demoted manager with no link left to any member has been taken out.  A link lost
+        for another reason only ends the wait early: the demotion is committed, and the
+        leader's role manager takes the member out whether or not this node waits."""
+        others = [m for m in self.store.members() if m != raft_addr]
+        return not others or not any(self.store.reachable(m) for m in others)
 
     # -- cluster object and leadership ------------------------------------------------------
     async def _ensure_cluster(self) -> None:

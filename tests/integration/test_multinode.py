@@ -313,6 +313,7 @@ def test_a_leader_that_leaves_with_force_takes_its_raft_member_along(make_cluste
     assert a.get("/info")["is_leader"]
 
     assert "Node left the swarm." in a.ok("leave", "--force", timeout=60)
+    assert_taken_out_of_raft(a)
     gone = f"127.0.0.1:{a.port + 1}"
     for m in (b, c):
         wait_for(lambda: gone not in m.get("/info")["raft"]["members"]
@@ -327,3 +328,17 @@ def test_a_leader_that_leaves_with_force_takes_its_raft_member_along(make_cluste
     assert "Leader" not in row and "Reachable" not in row and "Unreachable" not in row, row
     assert "lv-a" in leader.ok("node", "inspect", "lv-a")     # still listed, as in docker
     leader.ok("node", "rm", "lv-a")       # a worker now and down: no demote, no --force
+
+    # A follower leaving with force is taken out the same way, and knows it (it cannot see
+    # its removal in its own log: the others just drop it).
+    follower = c if leader is b else b
+    assert "Node left the swarm." in follower.ok("leave", "--force", timeout=60)
+    assert_taken_out_of_raft(follower)
+    assert leader.get("/info")["raft"]["members"] == [f"127.0.0.1:{leader.port + 1}"]
+    leader.create("after-follower-left", "--replicas", "0")
+
+
+def assert_taken_out_of_raft(node) -> None:
+    """The leaving daemon's own log says whether its Raft member was taken out."""
+    log = node.log_tail(200)
+    assert "left_raft" in log and "left_without_raft_removal" not in log, log
