@@ -71,11 +71,6 @@ def spec_from_args(args) -> dict:
     return spec
 
 
-def add_container_flags(p, update: bool = False) -> None:
-    """docker's container-spec, healthcheck, mount, publish, update and rollback flags."""
-    containerspec.add_flags(p, update)
-
-
 def create(args) -> int:
     service = Client(args.host).call("POST", "/services", body=spec_from_args(args))
     print(service["id"])
