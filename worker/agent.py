@@ -299,6 +299,7 @@ class Agent:
                 self.log.warning("resync_failed", error=str(exc))
                 continue
             await self.overlays.retry()
+            await self.overlays.heal()
             running = {c["Id"] for c in containers if c.get("State") == "running"}
             for controller in list(self.controllers.values()):
                 if controller.state == TaskState.RUNNING and controller.container_id not in running:

@@ -202,6 +202,16 @@ def test_the_routing_mesh_answers_on_a_node_without_a_task(overlay_cluster):
     assert vxlan_rx_packets(c.hosts[1]) - before < 30
     # From the node itself, on loopback too (over the overlay: a loopback source stays off the link).
     assert fetch(c.hosts[2], "127.0.0.1", 8080) == name
+    # Someone else takes the mesh apart on h3 (a link that goes down takes its routes along, a
+    # firewall reload the hooks): the agent's resync puts both back, and says so.
+    h3 = c.hosts[2]
+    h3.run(["ip", "route", "flush", "proto", "95"], check=True)
+    h3.run(["iptables", "-w", "-t", "nat", "-D", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL",
+            "-j", "SWARMPY-INGRESS"], check=True)
+    wait_for(lambda: mesh_routes(h3) == route or None, timeout=30, message="h3's route back")
+    assert wait_for(lambda: fetch(client, h3.addr, 8080), timeout=30, message="h3:8080 answers again") == name
+    restored = [line for line in c.nodes[2].log_tail(400).splitlines() if "mesh_restored" in line]
+    assert any("routes" in line for line in restored) and any("rules" in line for line in restored), restored
     # host mode: only where a task runs.
     m.create("hostmode", "--mode", "global", "--constraint", "node.hostname==h3",
              "--publish", "published=8081,target=80,mode=host", *QUICK, command=HTTPD)

@@ -402,6 +402,33 @@ class Overlays:
                 self._routes = (None, {})       # tried again with the next view
         return {underlay: addr for addr, underlay in self._routes[1].items()}
 
+    async def heal(self) -> None:
+        """Put the routing mesh back when someone else took part of it away: a link that went
+        down takes its routes along, a firewall reload flushes the hooks (kube-proxy resyncs
+        for the same reasons).  Runs with the agent's resync: two cheap checks, and the
+        whole apply only when one fails."""
+        async with self._lock:
+            lost = await asyncio.to_thread(self._mesh_lost)
+            if lost:
+                self.log.warning("mesh_restored", lost=lost)
+                self._routes = (None, self._routes[1])
+                self._ingress_applied = ""
+                await self._apply_ingress()
+
+    def _mesh_lost(self) -> list[str]:
+        lost = []
+        try:
+            if self._routes[1] and {a: via for a, (via, _) in routes.ours().items()} != self._routes[1]:
+                lost.append("routes")
+        except routes.RouteError:
+            pass                        # `ip` itself failing is logged where routes are written
+        try:
+            if self._ingress_applied and not rules.ingress_hooked():
+                lost.append("rules")
+        except rules.RuleError:
+            pass
+        return lost
+
     async def remove_all(self) -> None:
         """For `leave --force`: the node's networks, devices and rules go with its tasks."""
         async with self._lock:

@@ -500,6 +500,13 @@ def sync_ingress(view: dict, bridge: str, pid: int | None = None, localnet: bool
         set_route_localnet(bridge, True, pid)
 
 
+def ingress_hooked(pid: int | None = None) -> bool:
+    """Whether the mesh's first hook (nat PREROUTING -> SWARMPY-INGRESS) is in place: a
+    firewall reload or `iptables -t nat -F` takes it away with the rest."""
+    h = INGRESS_HOOKS[0]
+    return _iptables(pid, h.table, "-C", h.chain, *h.rule).returncode == 0
+
+
 def remove_ingress(pid: int | None = None, bridge: str | None = None) -> None:
     """Delete our mesh hooks and chains (nat and filter) from the node's netns, leaving its
     rules as they were before `sync_ingress`; with `bridge`, also set its route_localnet back
