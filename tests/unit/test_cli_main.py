@@ -3,6 +3,7 @@ CLI imports only the module of the command it runs (each call of the CLI used to
 stack schema, the join path's crypto and the Raft client first: ~0.7 s before it did anything)."""
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -44,7 +45,6 @@ def test_a_command_imports_only_what_it_needs():
     (["info"], "swarm", "info"),
 ])
 def test_each_subcommand_runs_its_module_function(monkeypatch, argv, module, name):
-    import importlib
     seen = []
     monkeypatch.setattr(importlib.import_module(f"swarmpy.cli.{module}"), name,
                         lambda args: seen.append(args) or 7)

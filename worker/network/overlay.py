@@ -411,6 +411,7 @@ class Overlays:
             lost = await asyncio.to_thread(self._mesh_lost)
             if lost:
                 self.log.warning("mesh_restored", lost=lost)
+                # Forget what was applied, so that _apply_ingress writes routes and rules again.
                 self._routes = (None, self._routes[1])
                 self._ingress_applied = ""
                 await self._apply_ingress()

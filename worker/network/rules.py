@@ -420,12 +420,17 @@ def chain_exists(table: str, chain: str, pid: int | None = None) -> bool:
     return _iptables(pid, table, "-n", "-L", chain).returncode == 0
 
 
+def has_rule(table: str, chain: str, rule: Sequence[str], pid: int | None = None) -> bool:
+    """`iptables -C`: whether `rule` is in `chain` (False also when the chain is missing)."""
+    return _iptables(pid, table, "-C", chain, *rule).returncode == 0
+
+
 def hook(table: str, chain: str, rule: Sequence[str], pid: int | None = None,
          position: int = 1) -> bool:
     """Insert `rule` (e.g. ("-j", "SWARMPY-VIP")) at `position` of `chain` unless an identical
     rule is already there (`iptables -C`).  True when it inserted one.  RuleError on failure
     (e.g. `chain` or the jump target missing)."""
-    if _iptables(pid, table, "-C", chain, *rule).returncode == 0:
+    if has_rule(table, chain, rule, pid):
         return False
     proc = _iptables(pid, table, "-I", chain, str(position), *rule)
     _check(proc, f"iptables -t {table} -I {chain} {' '.join(rule)}")
@@ -436,7 +441,7 @@ def unhook(table: str, chain: str, rule: Sequence[str], pid: int | None = None) 
     """Delete every copy of `rule` from `chain`; missing rule, chain or target: nothing to do.
     Returns how many it deleted."""
     deleted = 0
-    while deleted < 100 and _iptables(pid, table, "-C", chain, *rule).returncode == 0:
+    while deleted < 100 and has_rule(table, chain, rule, pid):
         _check(_iptables(pid, table, "-D", chain, *rule),
                f"iptables -t {table} -D {chain} {' '.join(rule)}")
         deleted += 1
@@ -504,7 +509,7 @@ def ingress_hooked(pid: int | None = None) -> bool:
     """Whether the mesh's first hook (nat PREROUTING -> SWARMPY-INGRESS) is in place: a
     firewall reload or `iptables -t nat -F` takes it away with the rest."""
     h = INGRESS_HOOKS[0]
-    return _iptables(pid, h.table, "-C", h.chain, *h.rule).returncode == 0
+    return has_rule(h.table, h.chain, h.rule, pid)
 
 
 def remove_ingress(pid: int | None = None, bridge: str | None = None) -> None:
